@@ -1,0 +1,1 @@
+"""Where flows run: work pools, job templates, concurrency limits."""

@@ -1,0 +1,1 @@
+"""Verifiable rewards: answer matching, per-turn rewards, episode metrics, trainer adapters."""
