@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine: `make demo` (the CPU pipeline) and `make test` (the suite).
+# Both create .venv in the checkout and install everything the project needs into it.
+
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install test lint demo bench clean
+
+# Debian packages: bubblewrap isolates the tool-code sandbox.
+$(STAMP): pyproject.toml
+	@command -v bwrap >/dev/null || $(SUDO) apt-get install -y -q bubblewrap \
+		|| ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q bubblewrap)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(VENV)/bin/pytest
+
+demo: install
+	$(VENV)/bin/ftrl demo --profile configs/cpu-demo.yaml
+
+bench: install
+	$(PY) bench/bench_reward.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
