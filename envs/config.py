@@ -1,0 +1,20 @@
+"""Settings of the tool-code sandbox, as they appear in a run profile's `sandbox:` section."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SandboxConfig(BaseModel):
+    """Per-call limits and pool size for running model-written tool code.
+
+    Defaults follow the paper (10 s per call); workers default to one per CPU core.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    workers: int | None = Field(None, ge=1, description="Warm worker processes; empty = one per core.")
+    wall_time_s: float = Field(10.0, gt=0, description="Wall-clock limit of one tool call.")
+    cpu_time_s: float = Field(10.0, gt=0, description="CPU-time limit of one tool call.")
+    memory_mb: int = Field(1024, ge=64, description="Address-space limit of a worker.")
+    output_bytes: int = Field(1_000_000, ge=1, description="Largest tool output accepted.")

@@ -1,0 +1,113 @@
+"""The `ftrl` command: one entry point for every stage of the pipeline.
+
+Each subcommand is a thin adapter: it loads and validates the run profile first (so a bad profile
+fails before any work), then calls the room that does the work. User mistakes end with one line on
+stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+
+from tasks.profile import PipelineConfig, ProfileError, load_profile
+
+app = typer.Typer(
+    name="ftrl",
+    help=(
+        "Teach a language model to use tools with reinforcement learning (the FTRL method).\n\n"
+        "The pipeline builds tool-use environments, rolls a model out in them, trains it against a "
+        "verifiable reward, merges and evaluates it. Every command reads its settings from a YAML run "
+        "profile (configs/*.yaml) that --set KEY.PATH=VALUE can override."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+model_app = typer.Typer(help="Build models for local runs and tests.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect and check run profiles.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(config_app, name="config")
+
+ProfileOption = Annotated[
+    Path | None,
+    typer.Option("--profile", "-p", help="YAML run profile, e.g. configs/cpu-demo.yaml; default: built-ins."),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override one setting, e.g. --set sandbox.wall_time_s=5 (repeatable)."),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Errors that mean "the user asked for something that cannot be done", reported without a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (ProfileError, FileNotFoundError, FileExistsError, ValueError)
+
+
+def reports_user_errors(command: F) -> F:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class TinyTemplate(str, Enum):
+    qwen25 = "qwen2.5"
+    compact = "compact"
+
+
+def resolve_profile(profile: Path | None, overrides: list[str] | None) -> PipelineConfig:
+    return load_profile(profile, overrides or [])
+
+
+TINY_HELP = (
+    "Build the tiny local Qwen2-architecture model (about 1.2M parameters) in seconds, offline.\n\n"
+    "The folder loads with transformers' AutoTokenizer and AutoModelForCausalLM like any real model: "
+    "safetensors weights, a byte-level BPE tokenizer, <tool_call> and <tool_response> as normal tokens. "
+    "Tests and the CPU demo use it; a real model is just a folder path in a profile."
+)
+
+
+@model_app.command("tiny", help=TINY_HELP)
+@reports_user_errors
+def model_tiny(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder to create (replaced if it holds a tiny model).")
+    ],
+    template: Annotated[
+        TinyTemplate,
+        typer.Option(help="'qwen2.5': Qwen2.5's exact chat template; 'compact': terse tool block for CPU."),
+    ] = TinyTemplate.qwen25,
+    seed: Annotated[int, typer.Option(help="Seed of the random weights; same seed, same bytes.")] = 0,
+) -> None:
+    from policies.tiny_model import TinyModelSpec, build_tiny_model
+
+    path = build_tiny_model(out, TinyModelSpec(template=template.value, seed=seed))
+    typer.echo(f"built tiny model ({template.value} template, seed {seed}) in {path}")
+
+
+@config_app.command("show")
+@reports_user_errors
+def config_show(profile: ProfileOption = None, set_: SetOption = None) -> None:
+    """Validate a profile with its overrides and print every resolved setting as YAML."""
+    config = resolve_profile(profile, set_)
+    typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
