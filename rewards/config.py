@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
-RewardKind = Literal["f1", "precision", "rate", "pr"]
+from rewards.formulas import RewardKind
 
 
 class RewardConfig(BaseModel):
