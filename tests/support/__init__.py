@@ -1,0 +1,1 @@
+"""Shared test data and builders (imported by tests, never collected)."""
