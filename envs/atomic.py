@@ -1,0 +1,63 @@
+"""Write files so that a reader sees the old content or the complete new one, never a half.
+
+A stage killed mid-write must not leave a file that looks finished: the next run would cache on it.
+So content goes to a temporary file beside the target (same directory, hence same filesystem, so the
+rename is atomic), is flushed to disk, and only then replaces the target with `os.replace`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+    """Open a temporary file for writing; on a clean exit it replaces `path`, on an exception it is deleted.
+
+    `mode` is "w" (text) or "wb" (bytes). Parent directories are created. The temporary file is named
+    `.{name}.tmp-{pid}-{random}` so that concurrent writers never share one and leftovers of a
+    killed process (which no `finally` can clean up) are recognisable as such.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    binary = mode == "wb"
+    handle = open(temp, "xb" if binary else "x", encoding=None if binary else encoding)
+    try:
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(target.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
+    with atomic_write(path, "w", encoding=encoding) as handle:
+        handle.write(text)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist the rename itself; without this a power cut can bring back the old directory entry."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
