@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from envs.sandbox import Limits
+
 
 class SandboxConfig(BaseModel):
     """Per-call limits and pool size for running model-written tool code.
@@ -18,3 +20,11 @@ class SandboxConfig(BaseModel):
     cpu_time_s: float = Field(10.0, gt=0, description="CPU-time limit of one tool call.")
     memory_mb: int = Field(1024, ge=64, description="Address-space limit of a worker.")
     output_bytes: int = Field(1_000_000, ge=1, description="Largest tool output accepted.")
+
+    def limits(self) -> Limits:
+        return Limits(
+            wall_time_s=self.wall_time_s,
+            cpu_time_s=self.cpu_time_s,
+            memory_mb=self.memory_mb,
+            output_bytes=self.output_bytes,
+        )

@@ -105,6 +105,27 @@ def config_show(profile: ProfileOption = None, set_: SetOption = None) -> None:
     typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip())
 
 
+@app.command("demo")
+@reports_user_errors
+def demo(profile: ProfileOption = Path("configs/cpu-demo.yaml"), set_: SetOption = None) -> None:
+    """Run the CPU demo: model, chat rendering, sandboxed tools and rewards on example environments."""
+    from flows.demo import run_demo
+
+    config = resolve_profile(profile, set_)
+    scored, report = run_demo(config)
+    typer.echo(f"run directory: {config.run.directory}")
+    typer.echo(f"{'scenario':<22}{'turn':<16}{'prompt tokens':>14}{'calls':>7}{'solved':>7}{'reward':>8}")
+    for turn in scored:
+        typer.echo(
+            f"{turn.scenario:<22}{turn.turn:<16}{turn.prompt_tokens:>14}{turn.calls:>7}{turn.solved:>7}"
+            f"{turn.reward:>8.3f}"
+        )
+    typer.echo(
+        f"scored {len(scored)} turns of {len({t.env_id for t in scored})} environments with Solve-"
+        f"{config.reward.kind.upper()} in the sandbox; report written to {report}"
+    )
+
+
 def main() -> None:
     app()
 

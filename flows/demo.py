@@ -1,0 +1,95 @@
+"""The CPU demo: what `make demo` runs.
+
+It walks the parts of the pipeline that exist end to end on this machine — profile, model folder,
+chat rendering, sandboxed tool execution, the verifiable reward — over the packaged example
+environments, and writes a report into the run directory. Later stages (sampling, training,
+evaluation) join it as they land.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from envs.atomic import atomic_write_text
+from envs.jsonl import iter_rows
+from envs.sandbox import SandboxPool
+from envs.schema import EnvRow
+from policies.rendering import render_prompt_ids
+from policies.tiny_model import TinyModelSpec, build_tiny_model
+from rewards.scoring import TurnInput, score_turns
+from tasks.profile import PipelineConfig
+
+EXAMPLES = "ftrl_examples.jsonl"
+
+
+@dataclass(frozen=True)
+class ScoredTurn:
+    env_id: str
+    scenario: str
+    turn: str
+    prompt_tokens: int
+    calls: int
+    solved: int
+    reward: float
+
+
+def example_environments() -> list[EnvRow]:
+    with resources.as_file(resources.files("envs.examples") / EXAMPLES) as path:
+        return list(iter_rows(path))
+
+
+def model_folder(config: PipelineConfig) -> Path:
+    """The profile's model, or the tiny model built once into the run directory."""
+    if config.model.path is not None:
+        if not (config.model.path / "config.json").is_file():
+            raise FileNotFoundError(f"model.path {config.model.path}: no config.json there")
+        return config.model.path
+    folder = config.run.directory / "models" / "tiny"
+    if not (folder / "config.json").is_file():
+        build_tiny_model(folder, TinyModelSpec(template=config.model.tiny_template))
+    return folder
+
+
+def demo_turns(env: EnvRow) -> dict[str, str]:
+    """Three turns a policy might write: the golden calls, a call with a wrong argument, an answer."""
+    golden = [sub["call"] for sub in env.meta_dict().get("sub_questions", [])]
+    blocks = [f"<tool_call>\n{json.dumps(call, ensure_ascii=False)}\n</tool_call>" for call in golden]
+    wrong = {"name": golden[0]["name"], "arguments": {"wrong_argument": "x"}}
+    return {
+        "golden calls": "\n".join(blocks) + "<|im_end|>",
+        "wrong argument": f"<tool_call>\n{json.dumps(wrong)}\n</tool_call><|im_end|>",
+        "final answer": f"The answer is {env.answer}.<|im_end|>",
+    }
+
+
+def run_demo(config: PipelineConfig) -> tuple[list[ScoredTurn], Path]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_folder(config))
+    environments = example_environments()
+    inputs, labels = [], []
+    for env in environments:
+        prompt_tokens = len(render_prompt_ids(tokenizer, env.messages, env.tool_schemas()))
+        for name, text in demo_turns(env).items():
+            inputs.append(TurnInput(text, env.codes_dict(), env.unsolved(), env.solve_rate, env.answer))
+            labels.append((env, name, prompt_tokens))
+    with SandboxPool(workers=config.sandbox.workers, limits=config.sandbox.limits()) as pool:
+        outcomes = score_turns(inputs, parser=config.model.parser, pool=pool)
+    scored = [
+        ScoredTurn(
+            env_id=env.env_id,
+            scenario=env.meta_dict().get("scenario", "?"),
+            turn=name,
+            prompt_tokens=tokens,
+            calls=outcome.calls,
+            solved=outcome.solved,
+            reward=outcome.reward(config.reward.kind),
+        )
+        for (env, name, tokens), outcome in zip(labels, outcomes, strict=True)
+    ]
+    report = config.run.directory / "report" / "demo.json"
+    atomic_write_text(report, json.dumps([asdict(turn) for turn in scored], indent=2, ensure_ascii=False))
+    return scored, report
