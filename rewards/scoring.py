@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from envs.sandbox import SandboxPool, ToolCallRequest, ToolResult, default_pool
+from envs.sandbox import SandboxPool, ToolResult, default_pool
+from envs.tool_calls import run_tool_calls
 from policies.parsing import parse_turn
 from policies.types import ParsedTurn
 from rewards.formulas import RewardKind, final_answer_reward, tool_turn_reward
@@ -97,10 +98,6 @@ def _as_mapping(value: Mapping[str, Any] | str, name: str) -> Mapping[str, Any]:
     return value
 
 
-def _unknown_tool(name: str) -> ToolResult:
-    return ToolResult(ok=False, content="", error=f"unknown tool '{name}'")
-
-
 def score_turns(
     inputs: Sequence[TurnInput], *, parser: str = "qwen2.5", pool: SandboxPool | None = None
 ) -> list[TurnOutcome]:
@@ -109,21 +106,13 @@ def score_turns(
         item.response if isinstance(item.response, ParsedTurn) else parse_turn(item.response, parser)
         for item in inputs
     ]
-    requests: list[ToolCallRequest] = []
-    for item, turn in zip(inputs, turns, strict=True):
-        for call in turn.tool_calls:
-            if call.name in item.codes:
-                requests.append(
-                    ToolCallRequest(code=item.codes[call.name], name=call.name, arguments=call.arguments)
-                )
-    executed = iter((pool or default_pool()).run_batch(requests) if requests else [])
+    executed = run_tool_calls(
+        pool or default_pool(),
+        [(item.codes, turn.tool_calls) for item, turn in zip(inputs, turns, strict=True)],
+    )
 
     outcomes = []
-    for item, turn in zip(inputs, turns, strict=True):
-        results = tuple(
-            next(executed) if call.name in item.codes else _unknown_tool(call.name)
-            for call in turn.tool_calls
-        )
+    for item, turn, results in zip(inputs, turns, executed, strict=True):
         match = match_calls(
             [
                 CallOutput(tool=call.name, output=result.content if result.ok else None)
@@ -134,7 +123,7 @@ def score_turns(
         outcomes.append(
             TurnOutcome(
                 turn=turn,
-                results=results,
+                results=tuple(results),
                 matched=match.matched,
                 unsolved_before=count_unsolved(item.unsolved_set),
                 remaining=match.remaining,
