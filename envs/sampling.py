@@ -1,0 +1,213 @@
+"""Trajectory sampling: roll a policy out in every environment and write FTRL trajectory rows.
+
+For each environment and sample index, the output holds the fresh environment row (turn 0) and
+then one row after every tool-calling turn: the message prefix so far, the sub-answers still
+unsolved and the solve rate. Those rows are what RL trains on, one next turn per row.
+
+Resumable by construction: episodes are cut into fixed chunks (by position of `(env_id, sample)`
+in the input, never by message text), each chunk is seeded from the run seed and its index, and a
+finished chunk is written atomically into `<out>.parts/`. A killed run, started again with the same
+arguments, skips the finished chunks and redoes the one it was in with the same seed, so the final
+file equals an uninterrupted run's byte for byte. The parts are joined into `<out>` at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from envs.atomic import atomic_write, atomic_write_text
+from envs.episode import EpisodeRunner, EpisodeSpec, EpisodeState
+from envs.jsonl import iter_rows, write_rows
+from envs.sandbox import SandboxPool
+from envs.schema import EnvRow, TrajectoryRow
+from policies.backends import GenerationBackend, SamplingParams
+
+MANIFEST = "manifest.json"
+
+
+class ResumeMismatch(ValueError):
+    """Parts on disk came from a run with other arguments; mixing them would corrupt the output."""
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    samples_per_env: int = 1
+    max_turns: int = 20
+    seed: int = 0
+    chunk_episodes: int = 64
+    policy: str = "policy"
+
+
+@dataclass(frozen=True)
+class SampleReport:
+    out: Path
+    episodes: int
+    rows: int
+    chunks: int
+    chunks_resumed: int
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 31-bit seed from any parts, stable across processes and Python versions."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def trajectory_row(env: EnvRow, state: EpisodeState, policy: str, sample_index: int) -> TrajectoryRow:
+    return TrajectoryRow(
+        messages=[dict(message) for message in state.messages],
+        tools=env.tools,
+        codes=env.codes,
+        unsolved_set=json.dumps(state.unsolved, ensure_ascii=False),
+        answer=env.answer,
+        solve_rate=state.solve_rate,
+        data_source=env.data_source,
+        split=env.split,
+        env_id=env.env_id,
+        meta=env.meta,
+        turn=state.turn,
+        policy=policy,
+        sample_index=sample_index,
+    )
+
+
+def fresh_row(env: EnvRow, policy: str, sample_index: int) -> TrajectoryRow:
+    return TrajectoryRow(
+        **{
+            **env.model_dump(),
+            "turn": 0,
+            "policy": policy,
+            "sample_index": sample_index,
+            "env_id": env.env_id,
+        }
+    )
+
+
+def _episodes(envs_path: Path, samples_per_env: int) -> Iterator[tuple[EnvRow, int]]:
+    for env in iter_rows(envs_path, EnvRow):
+        for sample_index in range(samples_per_env):
+            yield env, sample_index
+
+
+def _chunks(envs_path: Path, settings: SampleSettings) -> Iterator[list[tuple[EnvRow, int]]]:
+    chunk: list[tuple[EnvRow, int]] = []
+    for episode in _episodes(envs_path, settings.samples_per_env):
+        chunk.append(episode)
+        if len(chunk) == settings.chunk_episodes:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _check_manifest(parts: Path, manifest: dict[str, Any]) -> None:
+    path = parts / MANIFEST
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != manifest:
+            changed = sorted(
+                key for key in manifest.keys() | previous.keys() if previous.get(key) != manifest.get(key)
+            )
+            raise ResumeMismatch(
+                f"{parts}: unfinished parts of a run with different {', '.join(changed)}; "
+                "rerun with the same arguments to resume, or delete that folder to start over"
+            )
+    else:
+        parts.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def sample_trajectories(
+    envs_path: str | Path,
+    out_path: str | Path,
+    backend: GenerationBackend,
+    params: SamplingParams,
+    pool: SandboxPool,
+    settings: SampleSettings = SampleSettings(),
+    *,
+    progress: bool = True,
+) -> SampleReport:
+    envs_path, out_path = Path(envs_path), Path(out_path)
+    if not envs_path.is_file():
+        raise FileNotFoundError(f"{envs_path}: no such environment file")
+    parts = out_path.with_name(out_path.name + ".parts")
+    manifest = {
+        "envs_sha256": file_sha256(envs_path),
+        "settings": asdict(settings),
+        "sampling": asdict(params),
+        "backend": backend.name,
+    }
+    _check_manifest(parts, manifest)
+    for _ in iter_rows(envs_path, EnvRow):  # validate every row before spending model time
+        pass
+    total = sum(1 for _ in _episodes(envs_path, settings.samples_per_env))
+    bar = tqdm(total=total, unit="episode", desc=f"sampling {envs_path.name}", disable=not progress)
+
+    chunks = resumed = rows = 0
+    for index, chunk in enumerate(_chunks(envs_path, settings)):
+        chunks += 1
+        part = parts / f"chunk-{index:06d}.jsonl"
+        if part.is_file():
+            resumed += 1
+        else:
+            chunk_params = SamplingParams(**{**asdict(params), "seed": derive_seed(settings.seed, index)})
+            write_rows(part, _sample_chunk(chunk, backend, chunk_params, pool, settings))
+        bar.update(len(chunk))
+    bar.close()
+
+    with atomic_write(out_path, "wb") as out:
+        for index in range(chunks):
+            with (parts / f"chunk-{index:06d}.jsonl").open("rb") as part_file:
+                for line in part_file:
+                    rows += 1
+                    out.write(line)
+    shutil.rmtree(parts)
+    return SampleReport(out=out_path, episodes=total, rows=rows, chunks=chunks, chunks_resumed=resumed)
+
+
+def _sample_chunk(
+    chunk: list[tuple[EnvRow, int]],
+    backend: GenerationBackend,
+    params: SamplingParams,
+    pool: SandboxPool,
+    settings: SampleSettings,
+) -> list[TrajectoryRow]:
+    """Rows of one chunk, grouped by episode in input order, each episode's rows in turn order."""
+    rows: dict[tuple[str, int], list[TrajectoryRow]] = {
+        (env.env_id, sample): [fresh_row(env, settings.policy, sample)] for env, sample in chunk
+    }
+    envs = {(env.env_id, sample): env for env, sample in chunk}
+
+    def record(state: EpisodeState) -> None:
+        key = state.spec.key
+        rows[key].append(trajectory_row(envs[key], state, settings.policy, key[1]))
+
+    specs = [
+        EpisodeSpec(
+            key=(env.env_id, sample),
+            messages=env.messages,
+            tools=env.tool_schemas(),
+            codes=env.codes_dict(),
+            unsolved=env.unsolved(),
+            seed=derive_seed(settings.seed, env.env_id, sample),
+        )
+        for env, sample in chunk
+    ]
+    EpisodeRunner(backend, params, pool, max_turns=settings.max_turns, on_tool_turn=record).run(specs)
+    return [row for key in rows for row in rows[key]]
