@@ -28,3 +28,14 @@ class SandboxConfig(BaseModel):
             memory_mb=self.memory_mb,
             output_bytes=self.output_bytes,
         )
+
+
+class SampleConfig(BaseModel):
+    """How trajectories are collected: samples per environment, turn limit, seed, resume granularity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    samples_per_env: int = Field(1, ge=1, description="Episodes per environment.")
+    max_turns: int = Field(20, ge=1, description="Turn limit of one episode (the paper uses 20).")
+    seed: int = Field(0, description="Run seed; each chunk and episode derives its own from it.")
+    chunk_episodes: int = Field(64, ge=1, description="Episodes per resumable chunk (one batch per turn).")

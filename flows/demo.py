@@ -18,8 +18,8 @@ from envs.jsonl import iter_rows
 from envs.sandbox import SandboxPool
 from envs.schema import EnvRow
 from policies.rendering import render_prompt_ids
-from policies.tiny_model import TinyModelSpec, build_tiny_model
 from rewards.scoring import TurnInput, score_turns
+from tasks.model import resolve_model_folder
 from tasks.profile import PipelineConfig
 
 EXAMPLES = "ftrl_examples.jsonl"
@@ -41,18 +41,6 @@ def example_environments() -> list[EnvRow]:
         return list(iter_rows(path))
 
 
-def model_folder(config: PipelineConfig) -> Path:
-    """The profile's model, or the tiny model built once into the run directory."""
-    if config.model.path is not None:
-        if not (config.model.path / "config.json").is_file():
-            raise FileNotFoundError(f"model.path {config.model.path}: no config.json there")
-        return config.model.path
-    folder = config.run.directory / "models" / "tiny"
-    if not (folder / "config.json").is_file():
-        build_tiny_model(folder, TinyModelSpec(template=config.model.tiny_template))
-    return folder
-
-
 def demo_turns(env: EnvRow) -> dict[str, str]:
     """Three turns a policy might write: the golden calls, a call with a wrong argument, an answer."""
     golden = [sub["call"] for sub in env.meta_dict().get("sub_questions", [])]
@@ -68,7 +56,7 @@ def demo_turns(env: EnvRow) -> dict[str, str]:
 def run_demo(config: PipelineConfig) -> tuple[list[ScoredTurn], Path]:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_folder(config))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_folder(config))
     environments = example_environments()
     inputs, labels = [], []
     for env in environments:

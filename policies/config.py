@@ -24,3 +24,25 @@ class ModelConfig(BaseModel):
     parser: Literal["qwen2.5", "hermes", "qwen3", "llama3.1"] = Field(
         "qwen2.5", description="Tool-call format the model writes."
     )
+
+
+class GenerationConfig(BaseModel):
+    """How turns are generated: the backend and its sampling settings (the paper samples at T=1.0)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["transformers", "vllm", "openai"] = Field(
+        "transformers", description="transformers (embedded, CPU/GPU), vllm (GPU workers), openai (HTTP)."
+    )
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."
+    )
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(1024, ge=1, description="Longest generated turn, in tokens.")
+    enable_thinking: bool | None = Field(None, description="Reasoning mode for templates that support it.")
+    batch_size: int = Field(64, ge=1, description="Conversations per generate call (transformers).")
+    max_concurrency: int = Field(8, ge=1, description="Requests in flight (openai).")
+    timeout_s: float = Field(120.0, gt=0.0, description="Per-request timeout (openai).")
+    max_retries: int = Field(4, ge=0, description="Retries on 429/5xx/connection errors (openai).")

@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from envs.config import SandboxConfig
-from policies.config import ModelConfig
+from envs.config import SampleConfig, SandboxConfig
+from policies.config import GenerationConfig, ModelConfig
 from rewards.config import RewardConfig
 
 
@@ -42,6 +42,8 @@ class PipelineConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
 
 
 class ProfileError(ValueError):
