@@ -105,6 +105,97 @@ def config_show(profile: ProfileOption = None, set_: SetOption = None) -> None:
     typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip())
 
 
+class Backend(str, Enum):
+    transformers = "transformers"
+    vllm = "vllm"
+    openai = "openai"
+
+
+@app.command("sample")
+@reports_user_errors
+def sample(
+    envs: Annotated[Path, typer.Option("--envs", help="Environment rows (FTRL JSONL) to roll out in.")],
+    out: Annotated[Path, typer.Option("--out", help="Trajectory JSONL to write (resumes if interrupted).")],
+    backend: Annotated[
+        Backend | None, typer.Option(help="Generation backend; default from the profile.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model folder (transformers, vllm) or served model name (openai); default: profile."
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")
+    ] = None,
+    samples_per_env: Annotated[int | None, typer.Option(help="Episodes per environment.")] = None,
+    max_turns: Annotated[int | None, typer.Option(help="Turn limit per episode (paper: 20).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (paper: 1.0).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed; same seed and inputs, same rows.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    profile: ProfileOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Roll a model out in every environment and write FTRL trajectory rows, one after each tool turn.
+
+    Killed at any point and started again with the same arguments, it finishes with exactly the rows
+    an uninterrupted run would have written.
+    """
+    from envs.sampling import SampleSettings, sample_trajectories
+    from envs.sandbox import SandboxPool
+    from policies.backends import SamplingParams, load_backend
+    from tasks.model import resolve_model_folder
+
+    flags = {
+        "generation.backend": backend.value if backend else None,
+        "generation.base_url": base_url,
+        "generation.temperature": temperature,
+        "sample.samples_per_env": samples_per_env,
+        "sample.max_turns": max_turns,
+        "sample.seed": seed,
+    }
+    overrides = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    config = resolve_profile(profile, [*(set_ or []), *overrides])
+    gen = config.generation
+    if model is None:
+        if gen.backend == "openai":
+            raise ValueError("--model is required with the openai backend (the served model's name)")
+        model = str(resolve_model_folder(config))
+    params = SamplingParams(
+        temperature=gen.temperature,
+        top_p=gen.top_p,
+        max_new_tokens=gen.max_new_tokens,
+        seed=config.sample.seed,
+        enable_thinking=gen.enable_thinking,
+    )
+    settings = SampleSettings(
+        samples_per_env=config.sample.samples_per_env,
+        max_turns=config.sample.max_turns,
+        seed=config.sample.seed,
+        chunk_episodes=config.sample.chunk_episodes,
+        policy=Path(model).name if gen.backend != "openai" else model,
+    )
+    with (
+        load_backend(
+            gen.backend,
+            model,
+            parser=config.model.parser,
+            base_url=gen.base_url,
+            api_key_env=gen.api_key_env,
+            batch_size=gen.batch_size,
+            max_concurrency=gen.max_concurrency,
+            timeout_s=gen.timeout_s,
+            max_retries=gen.max_retries,
+        ) as policy,
+        SandboxPool(workers=config.sandbox.workers, limits=config.sandbox.limits()) as pool,
+    ):
+        report = sample_trajectories(envs, out, policy, params, pool, settings, progress=progress)
+    typer.echo(
+        f"wrote {report.rows} trajectory rows from {report.episodes} episodes to {report.out} "
+        f"({report.chunks_resumed} of {report.chunks} chunks resumed from an earlier run)"
+    )
+
+
 @app.command("demo")
 @reports_user_errors
 def demo(profile: ProfileOption = Path("configs/cpu-demo.yaml"), set_: SetOption = None) -> None:
