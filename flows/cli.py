@@ -117,7 +117,7 @@ def sample(
     envs: Annotated[Path, typer.Option("--envs", help="Environment rows (FTRL JSONL) to roll out in.")],
     out: Annotated[Path, typer.Option("--out", help="Trajectory JSONL to write (resumes if interrupted).")],
     backend: Annotated[
-        Backend | None, typer.Option(help="Generation backend; default from the profile.")
+        Backend | None, typer.Option(help="Generation backend; default: profile.")
     ] = None,
     model: Annotated[
         str | None,
