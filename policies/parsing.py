@@ -97,6 +97,12 @@ def _call_from_object(obj: Any, turn: int, index: int) -> ToolCall:
             raise _Malformed(f'{what}: "{key}" string is {_json_error(error)}') from None
     if not isinstance(arguments, dict):
         raise _Malformed(f'{what}: "{key}" is not a JSON object')
+    try:
+        # A JSON escape such as "\\ud800" decodes to a lone surrogate, which no UTF-8 file can hold:
+        # caught here, it cannot crash the trajectory writer later.
+        json.dumps([name, arguments], ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Malformed(f"{what}: lone surrogate in the call (not valid Unicode)") from None
     return ToolCall(id=tool_call_id(turn, index), name=name, arguments=arguments)
 
 

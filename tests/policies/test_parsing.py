@@ -187,6 +187,14 @@ def test_empty_output(text: str) -> None:
             "tool call 1: broken JSON (number 1e999 is out of range)",
         ),
         ("<tool_call>" + "[" * 50_000 + "</tool_call>", "tool call 1: JSON nested too deeply"),
+        (
+            '<tool_call>{"name": "f", "arguments": {"x": "\\ud800"}}</tool_call>',
+            "tool call 1: lone surrogate in the call (not valid Unicode)",
+        ),
+        (
+            '<tool_call>{"name": "\ud83d", "arguments": {}}</tool_call>',
+            "tool call 1: lone surrogate in the call (not valid Unicode)",
+        ),
         ('<tool_call>["f", {}]</tool_call>', "tool call 1: not a JSON object"),
         (
             '<tool_call>{"arguments": {}}</tool_call>',

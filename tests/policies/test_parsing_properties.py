@@ -119,6 +119,7 @@ def check_turn(parsed: ParsedTurn, text: str, turn: int) -> None:
         # The arguments re-encode to strict JSON (no NaN/Infinity) that decodes to the same object.
         encoded = call.to_openai()["function"]["arguments"]
         assert json.loads(encoded, parse_constant=_reject_constant) == call.arguments
+        assert call.name.encode("utf-8") and encoded.encode("utf-8")  # storable as UTF-8 JSONL
     message = parsed.to_message()
     assert message["content"] == parsed.content
     assert len(message.get("tool_calls", [])) == len(parsed.tool_calls)
