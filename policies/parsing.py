@@ -98,7 +98,7 @@ def _call_from_object(obj: Any, turn: int, index: int) -> ToolCall:
     if not isinstance(arguments, dict):
         raise _Malformed(f'{what}: "{key}" is not a JSON object')
     try:
-        # A JSON escape such as "\\ud800" decodes to a lone surrogate, which no UTF-8 file can hold:
+        # A JSON escape such as "\ud800" decodes to a lone surrogate, which no UTF-8 file can hold:
         # caught here, it cannot crash the trajectory writer later.
         json.dumps([name, arguments], ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
