@@ -160,7 +160,7 @@ def test_verl_reward_loop_naive_manager(tokenizer) -> None:
     async def score_all():
         return await asyncio.gather(*(manager.run_single(data[i : i + 1]) for i in range(len(data))))
 
-    results = asyncio.run(score_all())
+    results = manager.loop.run_until_complete(score_all())  # the loop the manager was built on
     assert [r["reward_score"] for r in results] == pytest.approx(EXPECTED_F1)
     assert [r["reward_extra_info"]["tool_calls"] for r in results] == [2.0, 2.0, 0.0, 0.0]
 
