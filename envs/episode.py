@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from envs.sandbox import SandboxPool, StatefulSession, ToolResult
+from envs.sandbox import SandboxError, SandboxPool, StatefulSession, ToolResult, canonical_digest
 from envs.tool_calls import run_tool_calls
 from policies.backends import Conversation, Generation, GenerationBackend, SamplingParams
 from policies.types import ParsedTurn
@@ -50,6 +50,7 @@ class EpisodeState:
     stop_reason: StopReason | None = None
     error: str | None = None
     session: StatefulSession | None = field(default=None, repr=False)
+    final_data: dict[str, Any] | None = field(default=None, repr=False)
     state_digest: str | None = None
 
     @property
@@ -164,7 +165,10 @@ class EpisodeRunner:
     def _finish(state: EpisodeState) -> None:
         if state.session is not None:
             try:
-                state.state_digest = state.session.digest()
+                state.final_data = state.session.state()
+                state.state_digest = canonical_digest(state.final_data)
+            except SandboxError as exc:  # the worker died mid-episode: its database is not trustworthy
+                state.stop_reason, state.error = "error", str(exc)
             finally:
                 state.session.close()
                 state.session = None
