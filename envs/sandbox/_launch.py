@@ -17,6 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ._process import WorkerProcess, make_scratch
 from ._types import Limits, SandboxError, SandboxWarning
@@ -33,7 +34,6 @@ _SANDBOX_SCRATCH = "/tmp"
 _WORKER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
 # What the dynamic loader and the interpreter need besides the interpreter's own prefix.
 _SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc/ld.so.cache", "/etc/localtime")
-_BWRAP_OFF: tuple[str, ...] = ()
 _PLAIN_OFF = (
     "filesystem isolation (tool code can read and write whatever this user can, the repository included)",
     "network isolation (tool code can open connections)",
@@ -45,8 +45,9 @@ _PLAIN_OFF = (
 class Launcher:
     """A way to start workers, and the protections it leaves off (empty for bubblewrap)."""
 
-    kind: str  # "bubblewrap" or "plain"
+    kind: Literal["bubblewrap", "plain"]
     off: tuple[str, ...]
+    bwrap: str | None = None  # bubblewrap's absolute path (the workers' PATH is minimal)
 
     def spawn(self, limits: Limits) -> WorkerProcess:
         """Start one worker process; it is usable once ``ready`` has accepted its first message."""
@@ -63,7 +64,7 @@ class Launcher:
             if os.geteuid() == 0:
                 config["drop_to_uid"] = NOBODY
             info_pipe = os.pipe()
-            argv = _bwrap_argv(interpreter, limits, info_pipe[1])
+            argv = _bwrap_argv(self.bwrap or "bwrap", interpreter, limits, info_pipe[1])
             argv += _worker_argv(interpreter, _SANDBOX_SCRIPT, config)
             env = {"PATH": _WORKER_ENV["PATH"]}  # bubblewrap's own environment is readable in /proc/1
             try:
@@ -100,7 +101,7 @@ def _worker_argv(interpreter: str, script: str, config: dict) -> list[str]:
     return [interpreter, "-I", "-B", script, json.dumps(config)]
 
 
-def _bwrap_argv(interpreter: str, limits: Limits, info_fd: int) -> list[str]:
+def _bwrap_argv(bwrap: str, interpreter: str, limits: Limits, info_fd: int) -> list[str]:
     """The bubblewrap command line: a read-only root of only what Python needs, a tmpfs scratch, and
     new namespaces for everything.
 
@@ -109,7 +110,7 @@ def _bwrap_argv(interpreter: str, limits: Limits, info_fd: int) -> list[str]:
     /proc/sys become writable); the worker then drops to ``nobody`` before anything else and makes a
     user namespace of its own. Run by another user, bubblewrap makes the user namespace itself.
     """
-    argv = ["bwrap"]
+    argv = [bwrap]
     if os.geteuid() == 0:
         argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
         argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
@@ -172,7 +173,7 @@ def _choose(switch: str, bwrap: str | None) -> Launcher:
     elif bwrap is None:
         reason = "bubblewrap (bwrap) is not installed; install it with `apt-get install bubblewrap`"
     else:
-        candidate = Launcher("bubblewrap", _BWRAP_OFF)
+        candidate = Launcher("bubblewrap", (), bwrap)
         try:
             worker = candidate.start(Limits())
         except SandboxError as exc:

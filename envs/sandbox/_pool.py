@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 _CODE_CACHE = 256  # compiled tool modules a worker keeps, least recently used dropped first
 _SEND_ATTEMPTS = 3  # a request whose worker turns out dead before it ran is sent again this often
 _IDLE_CHECK_S = 0.05  # while calls wait, look this often for workers freed elsewhere
+_RETRY_START_S = 1.0  # after a worker failed to start, wait this long before trying again
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,13 @@ class SandboxPool:
     ...     pool.run("def add(a, b):\\n    return a + b", "add", {"a": 1, "b": 2})
     ToolResult(ok=True, content='3', error=None)
 
-    Calls are spread over ``workers`` processes (default: one per CPU), each started once and reused;
+    Calls are spread over ``workers`` processes (default: one per usable CPU), each started once and reused;
     a worker that crashes, times out or hits a limit is killed and replaced in the background, and
     only its own call gets an error result. Every method is thread-safe.
     """
 
     def __init__(self, workers: int | None = None, limits: Limits | None = None) -> None:
-        size = (os.cpu_count() or 1) if workers is None else workers
+        size = _usable_cpus() if workers is None else workers
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"SandboxPool needs workers >= 1, got {workers!r}")
         if limits is not None and not isinstance(limits, Limits):
@@ -72,6 +74,7 @@ class SandboxPool:
         self._alive: set[WorkerProcess] = set()
         self._starting = 0
         self._start_error: SandboxError | None = None
+        self._start_failed_at = -math.inf
         self._closed = False
         self._owner_pid = os.getpid()
         self._sessions: weakref.WeakSet[StatefulSession] = weakref.WeakSet()
@@ -185,6 +188,7 @@ class SandboxPool:
             with self._cond:
                 self._starting -= 1
                 self._start_error = exc
+                self._start_failed_at = time.monotonic()
                 self._cond.notify_all()
             return
         with self._cond:
@@ -198,8 +202,8 @@ class SandboxPool:
             self._cond.notify()
 
     def _top_up(self) -> None:
-        """Start replacements for missing workers (with the lock held); not while a start is failing."""
-        if self._closed or self._start_error is not None:
+        """Start replacements for missing workers (with the lock held), pausing after a failed start."""
+        if self._closed or time.monotonic() - self._start_failed_at < _RETRY_START_S:
             return
         for _ in range(self.size - len(self._alive) - self._starting):
             self._starting += 1
@@ -220,7 +224,7 @@ class SandboxPool:
                     error, self._start_error = self._start_error, None
                     raise SandboxError(f"no sandbox worker is running, and starting one failed: {error}")
                 self._top_up()
-                self._cond.wait()
+                self._cond.wait(timeout=_RETRY_START_S)
 
     def release(self, worker: WorkerProcess) -> None:
         with self._cond:
@@ -345,12 +349,22 @@ def _prepare(request: object) -> _Prepared | ToolResult:
         args_json = encode_json(dict(request.arguments))
     except (TypeError, ValueError) as exc:
         return ToolResult.failure(f"invalid tool call: arguments are not JSON-serializable: {exc}")
-    return _Prepared(
-        sha=hashlib.sha256(request.code.encode("utf-8", "surrogatepass")).hexdigest(),
-        code_json=encode_json(request.code),
-        name_json=encode_json(request.name),
-        args_json=args_json,
-    )
+    sha, code_json = _encode_code(request.code)
+    return _Prepared(sha=sha, code_json=code_json, name_json=encode_json(request.name), args_json=args_json)
+
+
+@functools.lru_cache(maxsize=1024)
+def _encode_code(code: str) -> tuple[str, bytes]:
+    """sha256 and JSON of a tool module, once per distinct module (rewards call the same tools often)."""
+    return hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest(), encode_json(code)
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (a container's cpuset, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _payload(worker: WorkerProcess, call: _Prepared, request_id: int) -> bytes:

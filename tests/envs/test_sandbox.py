@@ -221,6 +221,26 @@ def test_a_forked_child_cannot_use_the_parents_pool_nor_harm_it(big_pool):
     assert big_pool.run(SQUARE, "square", {"i": 3}) == ToolResult(True, "9")
 
 
+def test_a_pool_whose_workers_cannot_restart_says_so_and_recovers_when_they_can():
+    class BrokenLauncher:
+        def start(self, limits):
+            raise SandboxError("sandbox worker failed to start (simulated)")
+
+    with SandboxPool(workers=1) as single:
+        working = single._launcher
+        single._launcher = BrokenLauncher()
+        crash = single.run("import os\ndef f():\n    os._exit(1)\n", "f", {})
+        assert crash == ToolResult.failure(
+            "sandbox worker lost during the call: the worker exited with status 1"
+        )
+        with pytest.raises(
+            SandboxError, match=r"starting one failed: sandbox worker failed to start \(simulated\)"
+        ):
+            single.run(SQUARE, "square", {"i": 2})
+        single._launcher = working
+        assert single.run(SQUARE, "square", {"i": 2}) == ToolResult(True, "4")
+
+
 # ---- configuration errors --------------------------------------------------------------------------
 
 
