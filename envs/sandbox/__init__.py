@@ -16,7 +16,8 @@ What each protection does:
   the virtual environment and home folders do not exist inside. /tmp is a private, size-capped
   tmpfs and the working directory: the only writable place.
 - new network, pid, ipc and uts namespaces: no network interface but a dead loopback; the pipeline's
-  processes are invisible, so they cannot be signalled (``os.getppid()`` is bubblewrap's init).
+  processes are invisible, so they cannot be signalled. The worker is pid 1 of its namespace
+  (``--as-pid-1``): signals it sends itself are dropped, and when it dies, everything it started dies.
 - ``--clearenv`` plus a minimal environment (and bubblewrap itself started with a scrubbed one): the
   pipeline's variables never reach tool code.
 - uid 65534 (nobody) in a user namespace of the worker's own, all capabilities dropped, no new

@@ -109,6 +109,10 @@ def _bwrap_argv(bwrap: str, interpreter: str, limits: Limits, info_fd: int) -> l
     by root maps the sandbox onto root itself (RLIMIT_NPROC does not bind root, and root-owned files in
     /proc/sys become writable); the worker then drops to ``nobody`` before anything else and makes a
     user namespace of its own. Run by another user, bubblewrap makes the user namespace itself.
+
+    ``--as-pid-1`` makes the worker the namespace's init, without bubblewrap's own init between: the
+    outer bubblewrap then reaps the worker itself, where an orphaned init would stay a zombie under a
+    container's pid 1 that does not reap.
     """
     argv = [bwrap]
     if os.geteuid() == 0:
