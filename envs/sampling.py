@@ -133,6 +133,18 @@ def _check_manifest(parts: Path, manifest: dict[str, Any]) -> None:
         atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True))
 
 
+def _validate(envs_path: Path) -> None:
+    """Read every row before spending model time: a bad row or a repeated environment fails now."""
+    first_row: dict[str, int] = {}
+    for row, env in enumerate(iter_rows(envs_path, EnvRow), start=1):
+        if env.env_id in first_row:
+            raise ValueError(
+                f"{envs_path}: environment {env.env_id} is both row {first_row[env.env_id]} and row {row}; "
+                "use --samples-per-env to roll an environment out several times"
+            )
+        first_row[env.env_id] = row
+
+
 def sample_trajectories(
     envs_path: str | Path,
     out_path: str | Path,
@@ -154,8 +166,7 @@ def sample_trajectories(
         "backend": backend.name,
     }
     _check_manifest(parts, manifest)
-    for _ in iter_rows(envs_path, EnvRow):  # validate every row before spending model time
-        pass
+    _validate(envs_path)
     total = sum(1 for _ in _episodes(envs_path, settings.samples_per_env))
     bar = tqdm(total=total, unit="episode", desc=f"sampling {envs_path.name}", disable=not progress)
 
