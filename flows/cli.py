@@ -29,6 +29,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",
 )
 model_app = typer.Typer(help="Build models for local runs and tests.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect and check run profiles.", no_args_is_help=True)
@@ -116,9 +117,7 @@ class Backend(str, Enum):
 def sample(
     envs: Annotated[Path, typer.Option("--envs", help="Environment rows (FTRL JSONL) to roll out in.")],
     out: Annotated[Path, typer.Option("--out", help="Trajectory JSONL to write (resumes if interrupted).")],
-    backend: Annotated[
-        Backend | None, typer.Option(help="Generation backend; default: profile.")
-    ] = None,
+    backend: Annotated[Backend | None, typer.Option(help="Generation backend; default: profile.")] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -194,6 +193,33 @@ def sample(
         f"wrote {report.rows} trajectory rows from {report.episodes} episodes to {report.out} "
         f"({report.chunks_resumed} of {report.chunks} chunks resumed from an earlier run)"
     )
+
+
+@app.command("convert")
+@reports_user_errors
+def convert(
+    trajectories: Annotated[Path, typer.Argument(help="Trajectory JSONL written by `ftrl sample`.")],
+    out: Annotated[Path, typer.Option("--out", help="Training parquet to write (VeRL, TRL, datasets).")],
+    split: Annotated[
+        list[str] | None, typer.Option(help="Splits to keep (repeatable); default: train only.")
+    ] = None,
+    skip_bad: Annotated[bool, typer.Option(help="Skip and count bad rows, not stop.")] = False,
+) -> None:
+    """Convert trajectory rows into the training parquet, streaming in bounded memory.
+
+    Every row becomes one prompt (its message prefix and tools) for the next turn, with the codes,
+    unsolved sub-answers and solve rate the reward needs.
+    """
+    from envs.convert import convert_trajectories
+
+    report = convert_trajectories(trajectories, out, splits=split or ["train"], skip_bad=skip_bad)
+    typer.echo(
+        f"wrote {report.rows_out} training rows to {report.out} (schema {report.schema_version}, "
+        f"sha256 {report.sha256[:12]}); skipped {report.skipped_split} of other splits "
+        f"and {len(report.skipped_bad)} bad rows"
+    )
+    for error in report.skipped_bad:
+        typer.echo(f"skipped {error}", err=True)
 
 
 @app.command("demo")
