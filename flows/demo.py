@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 from envs.atomic import atomic_write_text
-from envs.jsonl import iter_rows
+from envs.examples import load_examples
 from envs.sandbox import SandboxPool
 from envs.schema import EnvRow
 from policies.rendering import render_prompt_ids
 from rewards.scoring import TurnInput, score_turns
 from tasks.model import resolve_model_folder
 from tasks.profile import PipelineConfig
-
-EXAMPLES = "ftrl_examples.jsonl"
 
 
 @dataclass(frozen=True)
@@ -34,11 +31,6 @@ class ScoredTurn:
     calls: int
     solved: int
     reward: float
-
-
-def example_environments() -> list[EnvRow]:
-    with resources.as_file(resources.files("envs.examples") / EXAMPLES) as path:
-        return list(iter_rows(path))
 
 
 def demo_turns(env: EnvRow) -> dict[str, str]:
@@ -57,7 +49,7 @@ def run_demo(config: PipelineConfig) -> tuple[list[ScoredTurn], Path]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_folder(config))
-    environments = example_environments()
+    environments = load_examples()
     inputs, labels = [], []
     for env in environments:
         prompt_tokens = len(render_prompt_ids(tokenizer, env.messages, env.tool_schemas()))

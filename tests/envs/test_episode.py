@@ -3,13 +3,12 @@
 import copy
 import json
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from envs.episode import EpisodeRunner, EpisodeSpec, EpisodeState
-from envs.jsonl import iter_rows
+from envs.examples import load_examples
 from envs.sandbox import SandboxPool, canonical_digest
 from envs.tau_bench import load_domain
 from policies.backends import SamplingParams
@@ -26,8 +25,7 @@ def pool() -> Iterator[SandboxPool]:
 
 @pytest.fixture(scope="module")
 def examples():
-    with resources.as_file(resources.files("envs.examples") / "ftrl_examples.jsonl") as path:
-        return {row.meta_dict()["scenario"]: row for row in iter_rows(path)}
+    return {row.meta_dict()["scenario"]: row for row in load_examples()}
 
 
 def spec(env, sample: int = 0) -> EpisodeSpec:
