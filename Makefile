@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench bench-reward bench-sampling bench-convert clean
 
 # Debian packages: bubblewrap isolates the tool-code sandbox.
 $(STAMP): pyproject.toml
@@ -29,8 +29,17 @@ test: lint
 demo: install
 	$(VENV)/bin/ftrl demo --profile configs/cpu-demo.yaml
 
-bench: install
+# Benchmarks print ratios against a baseline run side by side; they are never part of `make test`.
+bench: bench-reward bench-sampling bench-convert
+
+bench-reward: install
 	$(PY) bench/bench_reward.py
+
+bench-sampling: install
+	$(PY) bench/bench_sampling.py
+
+bench-convert: install
+	$(PY) bench/bench_convert.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 
+from policies.backends import BackendError
 from tasks.profile import PipelineConfig, ProfileError, load_profile
 
 app = typer.Typer(
@@ -48,7 +49,13 @@ SetOption = Annotated[
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Errors that mean "the user asked for something that cannot be done", reported without a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (ProfileError, FileNotFoundError, FileExistsError, ValueError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ProfileError,
+    BackendError,
+    FileNotFoundError,
+    FileExistsError,
+    ValueError,
+)
 
 
 def reports_user_errors(command: F) -> F:
