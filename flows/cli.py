@@ -147,10 +147,7 @@ def sample(
     Killed at any point and started again with the same arguments, it finishes with exactly the rows
     an uninterrupted run would have written.
     """
-    from envs.sampling import SampleSettings, sample_trajectories
-    from envs.sandbox import SandboxPool
-    from policies.backends import SamplingParams, load_backend
-    from tasks.model import resolve_model_folder
+    from tasks.sample import run_sampling
 
     flags = {
         "generation.backend": backend.value if backend else None,
@@ -162,40 +159,7 @@ def sample(
     }
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None]
     config = resolve_profile(profile, [*(set_ or []), *overrides])
-    gen = config.generation
-    if model is None:
-        if gen.backend == "openai":
-            raise ValueError("--model is required with the openai backend (the served model's name)")
-        model = str(resolve_model_folder(config))
-    params = SamplingParams(
-        temperature=gen.temperature,
-        top_p=gen.top_p,
-        max_new_tokens=gen.max_new_tokens,
-        seed=config.sample.seed,
-        enable_thinking=gen.enable_thinking,
-    )
-    settings = SampleSettings(
-        samples_per_env=config.sample.samples_per_env,
-        max_turns=config.sample.max_turns,
-        seed=config.sample.seed,
-        chunk_episodes=config.sample.chunk_episodes,
-        policy=Path(model).name if gen.backend != "openai" else model,
-    )
-    with (
-        load_backend(
-            gen.backend,
-            model,
-            parser=config.model.parser,
-            base_url=gen.base_url,
-            api_key_env=gen.api_key_env,
-            batch_size=gen.batch_size,
-            max_concurrency=gen.max_concurrency,
-            timeout_s=gen.timeout_s,
-            max_retries=gen.max_retries,
-        ) as policy,
-        SandboxPool(workers=config.sandbox.workers, limits=config.sandbox.limits()) as pool,
-    ):
-        report = sample_trajectories(envs, out, policy, params, pool, settings, progress=progress)
+    report = run_sampling(config, envs, out, model=model, progress=progress)
     typer.echo(
         f"wrote {report.rows} trajectory rows from {report.episodes} episodes to {report.out} "
         f"({report.chunks_resumed} of {report.chunks} chunks resumed from an earlier run)"
@@ -232,22 +196,24 @@ def convert(
 @app.command("demo")
 @reports_user_errors
 def demo(profile: ProfileOption = Path("configs/cpu-demo.yaml"), set_: SetOption = None) -> None:
-    """Run the CPU demo: model, chat rendering, sandboxed tools and rewards on example environments."""
+    """Run the CPU pipeline on example environments: tiny model, sampling, parquet, sandboxed rewards."""
     from flows.demo import run_demo
 
     config = resolve_profile(profile, set_)
-    scored, report = run_demo(config)
-    typer.echo(f"run directory: {config.run.directory}")
-    typer.echo(f"{'scenario':<22}{'turn':<16}{'prompt tokens':>14}{'calls':>7}{'solved':>7}{'reward':>8}")
-    for turn in scored:
-        typer.echo(
-            f"{turn.scenario:<22}{turn.turn:<16}{turn.prompt_tokens:>14}{turn.calls:>7}{turn.solved:>7}"
-            f"{turn.reward:>8.3f}"
-        )
+    report = run_demo(config)
+    sampling, conversion = report.sampling, report.conversion
+    typer.echo(f"run directory {report.run_directory}:")
     typer.echo(
-        f"scored {len(scored)} turns of {len({t.env_id for t in scored})} environments with Solve-"
-        f"{config.reward.kind.upper()} in the sandbox; report written to {report}"
+        f"  reward of the golden calls of {report.environments} environments: "
+        f"Solve-{config.reward.kind.upper()} {report.golden_turn_reward:.3f} (sandboxed, so each is solvable)"
     )
+    typer.echo(
+        f"  sampled {sampling['episodes']} episodes with the model: {sampling['rows']} trajectory rows, "
+        f"{report.tool_turn_rows} after tool-calling turns, mean final solve rate "
+        f"{report.mean_final_solve_rate:.3f} -> {sampling['out']}"
+    )
+    typer.echo(f"  converted {conversion['rows']} rows to the training parquet -> {conversion['out']}")
+    typer.echo(f"  report -> {report.report}")
 
 
 def main() -> None:
