@@ -141,6 +141,7 @@ def render_prompt(
     *,
     add_generation_prompt: bool = True,
     chat_template: str | None = None,
+    **template_variables: Any,
 ) -> str:
     """The prompt text for ``messages`` and ``tools``, as the tokenizer's chat template writes it.
 
@@ -151,6 +152,7 @@ def render_prompt(
         add_generation_prompt: end with the header of a new assistant turn, ready to generate.
         chat_template: a bundled template's name (``available_templates()``) to use instead of the
             tokenizer's own, or Jinja source text (anything containing ``{``), as transformers accepts.
+        template_variables: extra variables for the template, e.g. ``enable_thinking=False`` (Qwen3).
     """
     normalized = normalize_messages(messages)
     if not normalized:
@@ -164,6 +166,7 @@ def render_prompt(
         tokenize=False,
         add_generation_prompt=add_generation_prompt,
         chat_template=template,
+        **template_variables,
     )
 
 
@@ -174,6 +177,7 @@ def render_prompt_ids(
     *,
     add_generation_prompt: bool = True,
     chat_template: str | None = None,
+    **template_variables: Any,
 ) -> list[int]:
     """Token ids of exactly ``render_prompt``'s text.
 
@@ -181,6 +185,11 @@ def render_prompt_ids(
     tokenizer add a BOS again would give a prompt the model never saw in training.
     """
     text = render_prompt(
-        tokenizer, messages, tools, add_generation_prompt=add_generation_prompt, chat_template=chat_template
+        tokenizer,
+        messages,
+        tools,
+        add_generation_prompt=add_generation_prompt,
+        chat_template=chat_template,
+        **template_variables,
     )
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])

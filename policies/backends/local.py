@@ -115,27 +115,5 @@ def _ids(value: int | list[int] | None) -> list[int]:
 
 def prompt_ids(tokenizer: Any, conversation: Conversation, enable_thinking: bool | None) -> list[int]:
     """The conversation's prompt tokens; ``ValueError`` for messages or tools that cannot render."""
-    if enable_thinking is not None:
-        tokenizer = _WithTemplateVariables(tokenizer, enable_thinking=enable_thinking)
-    return render_prompt_ids(tokenizer, conversation.messages, conversation.tools)
-
-
-class _WithTemplateVariables:
-    """The tokenizer, with extra variables for its chat template.
-
-    ``render_prompt`` has no way to pass template variables such as ``enable_thinking`` through to
-    ``apply_chat_template``; this wrapper adds them there and is otherwise the tokenizer itself.
-    """
-
-    def __init__(self, tokenizer: Any, **variables: Any) -> None:
-        self._tokenizer = tokenizer
-        self._variables = variables
-
-    def apply_chat_template(self, *args: Any, **kwargs: Any) -> Any:
-        return self._tokenizer.apply_chat_template(*args, **kwargs, **self._variables)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._tokenizer(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._tokenizer, name)
+    variables = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+    return render_prompt_ids(tokenizer, conversation.messages, conversation.tools, **variables)
