@@ -34,11 +34,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from envs.atomic import atomic_write
 from envs.jsonl import ReadReport, RowError, iter_rows
-from envs.schema import TrajectoryRow, json_type_name
+from envs.schema import EnvRow, json_type_name
 from policies.rendering import normalize_messages, render_prompt
 
 __all__ = [
@@ -130,13 +130,19 @@ class ConvertReport:
     schema_version: str = TRAINING_SCHEMA_VERSION
 
 
-class _TrainingRow(TrajectoryRow):
-    """A trajectory row whose messages fit the parquet's message struct, already in stored form.
+class _TrainingRow(EnvRow):
+    """A row to train on, whose messages fit the parquet's message struct, already in stored form.
+
+    Our trajectory rows carry `turn` and `policy`; FTRL's released training files do not, so both
+    default here and such files convert unchanged (their `env_id` is then computed from content).
 
     Checking here, inside row validation, makes a misfit a `path:line` error like any other bad row
     (and skippable with `skip_bad`), instead of a failure deep inside Arrow or, worse, a silent loss:
     Arrow drops dict keys that its struct type does not name.
     """
+
+    turn: int = Field(0, ge=0)
+    policy: str = ""
 
     @field_validator("messages")
     @classmethod

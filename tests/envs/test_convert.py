@@ -276,7 +276,7 @@ BAD_ROWS: list[tuple[Any, str]] = [
         "field 'messages': messages[1].tool_calls[0]: 'arguments' is not valid JSON "
         "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1))",
     ),
-    ({k: v for k, v in FRESH_ROW.items() if k != "turn"}, "field 'turn': missing"),
+    ({**FRESH_ROW, "turn": -1}, "field 'turn': Input should be greater than or equal to 0 (got -1)"),
     (
         {**FRESH_ROW, "messages": [{"role": "user", "content": [{"type": "text", "text": QUESTION}]}]},
         "field 'messages': messages[0].content must be a string, got array",
@@ -379,3 +379,18 @@ def test_memory_stays_bounded_by_the_chunk_not_the_file(tmp_path: Path) -> None:
     assert grown < big.stat().st_size / 10, (
         f"grew {grown / 2**20:.0f} MB converting {big.stat().st_size >> 20} MB"
     )
+
+
+def test_environment_rows_without_turn_or_policy_convert(tmp_path: Path) -> None:
+    """FTRL's released training files carry no `turn` or `policy`: they convert as turn 0."""
+    from envs.examples import load_examples
+    from envs.jsonl import write_rows
+
+    rows = load_examples()
+    src = tmp_path / "ftrl.jsonl"
+    write_rows(src, [row.model_dump(exclude={"env_id"}) for row in rows])
+    report = convert_trajectories(src, tmp_path / "train.parquet")
+    assert report.rows_out == 3
+    stored = list(iter_training_rows(tmp_path / "train.parquet"))
+    assert [r["extra_info"]["env_id"] for r in stored] == [row.env_id for row in rows]
+    assert {(r["extra_info"]["turn"], r["extra_info"]["policy"]) for r in stored} == {(0, "")}
