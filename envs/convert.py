@@ -24,7 +24,6 @@ memory stays bounded by a chunk, not the input (the paper's script loaded whole 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -36,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
-from envs.atomic import atomic_write
+from envs.atomic import atomic_write, file_sha256
 from envs.jsonl import ReadReport, RowError, iter_rows
 from envs.schema import EnvRow, json_type_name
 from policies.rendering import normalize_messages, render_prompt
@@ -208,7 +207,7 @@ def convert_trajectories(
             writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
     report.skipped_bad = read.skipped
     report.rows_in = read.rows + len(read.skipped)
-    report.sha256 = _file_sha256(target)
+    report.sha256 = file_sha256(target)
     logger.info(
         "%s -> %s: %d rows written, %d of other splits, %d bad rows skipped",
         source,
@@ -332,11 +331,3 @@ def _check_version(path: str | Path) -> None:
             f"{path}: the file has {found}; this code reads version {TRAINING_SCHEMA_VERSION}. "
             "Convert the trajectories again with `ftrl convert`."
         )
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -13,7 +13,6 @@ file equals an uninterrupted run's byte for byte. The parts are joined into `<ou
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -23,12 +22,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from envs.atomic import atomic_write, atomic_write_text
+from envs.atomic import atomic_write, atomic_write_text, file_sha256
 from envs.episode import EpisodeRunner, EpisodeSpec, EpisodeState
 from envs.jsonl import iter_rows, write_rows
 from envs.sandbox import SandboxPool
 from envs.schema import EnvRow, TrajectoryRow
 from policies.backends import GenerationBackend, SamplingParams
+from policies.backends.base import derive_seed
 
 MANIFEST = "manifest.json"
 
@@ -53,20 +53,6 @@ class SampleReport:
     rows: int
     chunks: int
     chunks_resumed: int
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 31-bit seed from any parts, stable across processes and Python versions."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def trajectory_row(env: EnvRow, state: EpisodeState, policy: str, sample_index: int) -> TrajectoryRow:

@@ -8,6 +8,7 @@ and never learns whether turns came from local weights, a vLLM engine or an HTTP
 from __future__ import annotations
 
 import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -132,6 +133,12 @@ def failed(error: str, prompt_tokens: int = 0) -> Generation:
     )
 
 
+def derive_seed(*parts: Any) -> int:
+    """A 31-bit seed from any JSON-able parts, stable across processes, machines and Python versions."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
+
+
 def row_seeds(conversations: Sequence[Conversation], params: SamplingParams) -> list[int | None]:
     """The seed each conversation samples with: its own, else one derived from the batch seed and its
     position (``None`` where neither is set).
@@ -147,8 +154,7 @@ def row_seeds(conversations: Sequence[Conversation], params: SamplingParams) -> 
         elif params.seed is None:
             seeds.append(None)
         else:
-            digest = hashlib.sha256(f"{params.seed}/{index}".encode()).digest()
-            seeds.append(int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF)
+            seeds.append(derive_seed(params.seed, index))
     return seeds
 
 

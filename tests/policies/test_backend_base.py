@@ -55,8 +55,9 @@ def test_the_defaults_are_the_papers_sampling() -> None:
 def test_row_seeds_derive_from_the_batch_seed_unless_a_conversation_has_its_own() -> None:
     plain = Conversation([{"role": "user", "content": "hi"}])
     own = Conversation(plain.messages, seed=5)
-    assert row_seeds([plain, plain, plain], SamplingParams()) == [1427366890, 691566078, 499529322]
-    assert row_seeds([plain, own], SamplingParams(seed=7)) == [431379789, 5]
+    # sha256 of the JSON text "[seed, index]", first 4 bytes big-endian, top bit cleared
+    assert row_seeds([plain, plain, plain], SamplingParams()) == [725179572, 305562302, 1674293078]
+    assert row_seeds([plain, own], SamplingParams(seed=7)) == [497646839, 5]
     assert row_seeds([plain, own], SamplingParams(seed=None)) == [None, 5]
 
 

@@ -25,17 +25,10 @@ from policies.backends import BackendError, Conversation, Generation, SamplingPa
 from policies.backends.base import row_seeds
 from policies.backends.openai_backend import OpenAIBackend, endpoint_url
 from policies.types import ParsedTurn, ToolCall
+from support.tools import WEATHER_TOOL
 
 KEY_ENV = "FTRL_TEST_OPENAI_KEY"
 KEY = "sk-test-5ecret-0f-the-test-suite"
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 HELLO = Conversation([{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER_TOOL], turn=2)
 PARAMS = SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=33, seed=11)
 

@@ -16,15 +16,8 @@ from policies.backends import BackendError, Conversation, SamplingParams, load_b
 from policies.backends.transformers_backend import TransformersBackend
 from policies.rendering import load_template, normalize_messages, render_prompt_ids
 from policies.types import ParsedTurn, ToolCall
+from support.tools import WEATHER_TOOL
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 WEATHER = [{"role": "user", "content": "Weather in Paris?"}]
 HELLO = [{"role": "user", "content": "Say hello."}]
 LONG = [

@@ -13,20 +13,13 @@ torch = pytest.importorskip("torch")
 from policies.backends import Conversation, SamplingParams  # noqa: E402
 from policies.backends.vllm_backend import VLLMBackend  # noqa: E402
 from policies.rendering import render_prompt_ids  # noqa: E402
+from support.tools import WEATHER_TOOL  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="vLLM's engine needs a CUDA device"),
 ]
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 BATCH = [
     Conversation([{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER_TOOL], turn=1),
     Conversation([{"role": "user", "content": "Say hello."}]),
