@@ -1,0 +1,237 @@
+"""`ftrl envs build`: generate, verify, deduplicate and split environments, and report on them.
+
+Every environment that leaves the builder has been proven solvable by `envs.verify` (its golden
+calls return their sub-answers in the sandbox, perturbed calls do not, the oracle episode reaches
+solve rate 1.0). Train and test share no entity that a sub-answer depends on: environments that
+share an entity are kept in the same split (connected components over shared entities).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from envs.atomic import atomic_write_text
+from envs.construction.stages import (
+    SCALING_OPS,
+    SCENARIO_TYPES,
+    Generator,
+    ScalingOp,
+    ScenarioRequest,
+    run_stages,
+    to_env_row,
+)
+from envs.jsonl import write_rows
+from envs.schema import EnvRow
+from envs.verify import Verifier
+
+DATA_SOURCE_PREFIX = "ftrl-build"
+
+#: Errors a generator raises for one environment it could not build; anything else is a bug.
+GenerationFailure = (ValueError, ValidationError)
+
+
+@dataclass
+class BuildReport:
+    generator: str
+    seed: int
+    requested: int
+    attempted: int = 0
+    written: int = 0
+    train: int = 0
+    test: int = 0
+    duplicates_removed: int = 0
+    shared_entities_between_splits: int = 0
+    seconds: float = 0.0
+    scenario_types: dict[str, int] = field(default_factory=dict)
+    domains: dict[str, int] = field(default_factory=dict)
+    scaling_operations: dict[str, int] = field(default_factory=dict)
+    tools_per_environment: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    oracle_solve_rate: float = 0.0
+
+    def to_markdown(self) -> str:
+        def table(title: str, counts: dict[str, int]) -> list[str]:
+            rows = [f"| {key} | {value} |" for key, value in counts.items()] or ["| (none) | 0 |"]
+            return [f"### {title}", "", "| value | environments |", "| --- | --- |", *rows, ""]
+
+        lines = [
+            f"# Environment build: {self.generator} generator, seed {self.seed}",
+            "",
+            f"- written: {self.written} (train {self.train}, test {self.test}) of {self.requested} requested",
+            f"- attempted: {self.attempted}; duplicates removed: {self.duplicates_removed}",
+            f"- entities shared between train and test: {self.shared_entities_between_splits}",
+            f"- oracle solve rate of written environments: {self.oracle_solve_rate:.3f}",
+            f"- time: {self.seconds:.1f} s",
+            "",
+        ]
+        lines += table("Scenario types", self.scenario_types)
+        lines += table("Domains", self.domains)
+        lines += table("Scaling operations", self.scaling_operations)
+        lines += table("Tools per environment", self.tools_per_environment)
+        lines += table("Rejections by reason", self.rejected)
+        return "\n".join(lines)
+
+
+def plan_requests(seed: int, start: int = 0) -> Iterator[tuple[ScenarioRequest, tuple[ScalingOp, ...]]]:
+    """Endless, seeded requests: scenario types in rotation, a random non-empty set of scaling ops."""
+    index = start
+    while True:
+        rng = random.Random(f"{seed}/{index}")
+        operations = tuple(op for op in SCALING_OPS if rng.random() < 0.5) or (rng.choice(SCALING_OPS),)
+        scenario_type = SCENARIO_TYPES[index % len(SCENARIO_TYPES)]
+        yield ScenarioRequest(scenario_type=scenario_type, seed=seed, index=index), operations
+        index += 1
+
+
+def entities_of(row: EnvRow) -> set[str]:
+    return {entity for sub in row.meta_dict().get("sub_questions", []) for entity in sub.get("entities", [])}
+
+
+def split_without_leakage(
+    rows: Sequence[EnvRow], test_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Indices of train and test rows such that no entity appears on both sides.
+
+    Rows sharing an entity form one component (union-find); whole components go to test, in a
+    seeded order, while they fit in the test share (a component too big to fit stays in train).
+    """
+    parent = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        for entity in sorted(entities_of(row)):
+            if entity in owner:
+                parent[find(index)] = find(owner[entity])
+            else:
+                owner[entity] = index
+    components: dict[int, list[int]] = {}
+    for index in range(len(rows)):
+        components.setdefault(find(index), []).append(index)
+    order = sorted(components.values(), key=lambda members: rows[members[0]].env_id)
+    random.Random(seed).shuffle(order)
+    target = round(test_fraction * len(rows))
+    test: list[int] = []
+    for members in order:
+        if len(test) + len(members) <= target:
+            test.extend(members)
+    test_set = set(test)
+    return [i for i in range(len(rows)) if i not in test_set], sorted(test)
+
+
+def shared_entities(train: Sequence[EnvRow], test: Sequence[EnvRow]) -> int:
+    left = set().union(*(entities_of(row) for row in train)) if train else set()
+    right = set().union(*(entities_of(row) for row in test)) if test else set()
+    return len(left & right)
+
+
+def build_environments(
+    generator: Generator,
+    count: int,
+    seed: int,
+    out_dir: str | Path,
+    verifier: Verifier,
+    *,
+    test_fraction: float = 0.1,
+    batch: int = 256,
+    max_attempts: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> BuildReport:
+    """Build until `count` verified, distinct environments exist (or `max_attempts`, default 3×count)."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    limit = max_attempts if max_attempts is not None else 3 * count
+    report = BuildReport(generator=generator.name, seed=seed, requested=count)
+    rejected: Counter[str] = Counter()
+    kept: list[EnvRow] = []
+    seen_ids: set[str] = set()
+    seen_questions: set[str] = set()
+    solve_rates: list[float] = []
+    requests = plan_requests(seed)
+    data_source = f"{DATA_SOURCE_PREFIX}/{generator.name}"
+    while len(kept) < count and report.attempted < limit:
+        candidates: list[EnvRow] = []
+        while len(candidates) < batch and report.attempted < limit and len(kept) + len(candidates) < count:
+            request, operations = next(requests)
+            report.attempted += 1
+            try:
+                deployed = run_stages(generator, request, operations)
+                row = to_env_row(deployed, split="train", data_source=data_source)
+            except GenerationFailure as exc:
+                rejected[f"generation: {type(exc).__name__}"] += 1
+                continue
+            question = row.messages[0]["content"].strip().lower()
+            if row.env_id in seen_ids or question in seen_questions:
+                report.duplicates_removed += 1
+                continue
+            seen_ids.add(row.env_id)
+            seen_questions.add(question)
+            candidates.append(row)
+        for row, verdict in zip(candidates, verifier.verify(candidates), strict=True):
+            if verdict.valid:
+                kept.append(row)
+                solve_rates.append(
+                    verdict.oracle_solve_rate if verdict.oracle_solve_rate is not None else 1.0
+                )
+            else:
+                rejected[verdict.reason or "invalid"] += 1
+        if progress is not None:
+            progress(len(kept), count)
+
+    train_idx, test_idx = split_without_leakage(kept, test_fraction, seed)
+    train = [_with_split(kept[i], "train") for i in train_idx]
+    test = [_with_split(kept[i], "test") for i in test_idx]
+    write_rows(out_dir / "train.jsonl", train)
+    write_rows(out_dir / "test.jsonl", test)
+
+    report.written, report.train, report.test = len(kept), len(train), len(test)
+    report.shared_entities_between_splits = shared_entities(train, test)
+    report.rejected = dict(sorted(rejected.items()))
+    report.oracle_solve_rate = sum(solve_rates) / len(solve_rates) if solve_rates else 0.0
+    _count_shapes(report, kept)
+    report.seconds = time.perf_counter() - started
+    atomic_write_text(out_dir / "report.json", json.dumps(asdict(report), indent=2, ensure_ascii=False))
+    atomic_write_text(out_dir / "report.md", report.to_markdown())
+    return report
+
+
+def _with_split(row: EnvRow, split: str) -> EnvRow:
+    fields: dict[str, Any] = row.model_dump()
+    fields["split"] = split
+    return EnvRow(**fields)
+
+
+def _count_shapes(report: BuildReport, rows: Sequence[EnvRow]) -> None:
+    scenarios: Counter[str] = Counter()
+    domains: Counter[str] = Counter()
+    operations: Counter[str] = Counter()
+    tools: Counter[str] = Counter()
+    for row in rows:
+        meta = row.meta_dict()
+        scenarios[meta.get("scenario", "?")] += 1
+        domains[meta.get("domain", "?")] += 1
+        for op in {record["op"] for record in meta.get("scaling", [])}:
+            operations[op] += 1
+        tools[str(len(row.tool_names()))] += 1
+    report.scenario_types = dict(sorted(scenarios.items()))
+    report.domains = dict(sorted(domains.items()))
+    report.scaling_operations = dict(sorted(operations.items()))
+    report.tools_per_environment = dict(sorted(tools.items(), key=lambda item: int(item[0])))
