@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from envs.sandbox import Limits
@@ -39,3 +41,18 @@ class SampleConfig(BaseModel):
     max_turns: int = Field(20, ge=1, description="Turn limit of one episode (the paper uses 20).")
     seed: int = Field(0, description="Run seed; each chunk and episode derives its own from it.")
     chunk_episodes: int = Field(64, ge=1, description="Episodes per resumable chunk (one batch per turn).")
+
+
+class BuildConfig(BaseModel):
+    """How environments are built: generator, how many, seed, test share."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generator: Literal["template", "llm"] = Field("template", description="Offline templates, or a model.")
+    count: int = Field(2000, ge=1, description="Verified environments to write (train + test).")
+    seed: int = Field(0, description="Same seed, same environments, byte for byte (template generator).")
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of environments held out as test.")
+    batch: int = Field(256, ge=1, description="Environments verified per sandbox batch.")
+    llm_model: str | None = Field(
+        None, description="For the llm generator: a model folder, or the served name (openai backend)."
+    )

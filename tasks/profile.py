@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from envs.config import SampleConfig, SandboxConfig
+from envs.config import BuildConfig, SampleConfig, SandboxConfig
 from policies.config import GenerationConfig, ModelConfig
 from rewards.config import RewardConfig
 
@@ -44,6 +44,7 @@ class PipelineConfig(BaseModel):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
+    build: BuildConfig = Field(default_factory=BuildConfig)
 
 
 class ProfileError(ValueError):
