@@ -1,0 +1,1 @@
+"""Benchmark evaluation: FTRL test environments and τ-bench-style stateful domains."""
