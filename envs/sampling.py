@@ -14,27 +14,21 @@ file equals an uninterrupted run's byte for byte. The parts are joined into `<ou
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
-from envs.atomic import atomic_write, atomic_write_text, file_sha256
+from envs.atomic import file_sha256
+from envs.chunks import ResumeMismatch as ResumeMismatch  # re-exported: callers catch it from here
+from envs.chunks import batched, write_chunked
 from envs.episode import EpisodeRunner, EpisodeSpec, EpisodeState
-from envs.jsonl import iter_rows, write_rows
+from envs.jsonl import iter_rows
 from envs.sandbox import SandboxPool
 from envs.schema import EnvRow, TrajectoryRow
 from policies.backends import GenerationBackend, SamplingParams
 from policies.backends.base import derive_seed
-
-MANIFEST = "manifest.json"
-
-
-class ResumeMismatch(ValueError):
-    """Parts on disk came from a run with other arguments; mixing them would corrupt the output."""
 
 
 @dataclass(frozen=True)
@@ -91,34 +85,6 @@ def _episodes(envs_path: Path, samples_per_env: int) -> Iterator[tuple[EnvRow, i
             yield env, sample_index
 
 
-def _chunks(envs_path: Path, settings: SampleSettings) -> Iterator[list[tuple[EnvRow, int]]]:
-    chunk: list[tuple[EnvRow, int]] = []
-    for episode in _episodes(envs_path, settings.samples_per_env):
-        chunk.append(episode)
-        if len(chunk) == settings.chunk_episodes:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _check_manifest(parts: Path, manifest: dict[str, Any]) -> None:
-    path = parts / MANIFEST
-    if path.is_file():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != manifest:
-            changed = sorted(
-                key for key in manifest.keys() | previous.keys() if previous.get(key) != manifest.get(key)
-            )
-            raise ResumeMismatch(
-                f"{parts}: unfinished parts of a run with different {', '.join(changed)}; "
-                "rerun with the same arguments to resume, or delete that folder to start over"
-            )
-    else:
-        parts.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True))
-
-
 def _validate(envs_path: Path) -> None:
     """Read every row before spending model time: a bad row or a repeated environment fails now."""
     first_row: dict[str, int] = {}
@@ -144,38 +110,26 @@ def sample_trajectories(
     envs_path, out_path = Path(envs_path), Path(out_path)
     if not envs_path.is_file():
         raise FileNotFoundError(f"{envs_path}: no such environment file")
-    parts = out_path.with_name(out_path.name + ".parts")
     manifest = {
         "envs_sha256": file_sha256(envs_path),
         "settings": asdict(settings),
         "sampling": asdict(params),
         "backend": backend.name,
     }
-    _check_manifest(parts, manifest)
     _validate(envs_path)
     total = sum(1 for _ in _episodes(envs_path, settings.samples_per_env))
     bar = tqdm(total=total, unit="episode", desc=f"sampling {envs_path.name}", disable=not progress)
 
-    chunks = resumed = rows = 0
-    for index, chunk in enumerate(_chunks(envs_path, settings)):
-        chunks += 1
-        part = parts / f"chunk-{index:06d}.jsonl"
-        if part.is_file():
-            resumed += 1
-        else:
-            chunk_params = SamplingParams(**{**asdict(params), "seed": derive_seed(settings.seed, index)})
-            write_rows(part, _sample_chunk(chunk, backend, chunk_params, pool, settings))
-        bar.update(len(chunk))
-    bar.close()
+    def produce(index: int, chunk: list[tuple[EnvRow, int]]) -> list[TrajectoryRow]:
+        chunk_params = SamplingParams(**{**asdict(params), "seed": derive_seed(settings.seed, index)})
+        return _sample_chunk(chunk, backend, chunk_params, pool, settings)
 
-    with atomic_write(out_path, "wb") as out:
-        for index in range(chunks):
-            with (parts / f"chunk-{index:06d}.jsonl").open("rb") as part_file:
-                for line in part_file:
-                    rows += 1
-                    out.write(line)
-    shutil.rmtree(parts)
-    return SampleReport(out=out_path, episodes=total, rows=rows, chunks=chunks, chunks_resumed=resumed)
+    episodes = batched(_episodes(envs_path, settings.samples_per_env), settings.chunk_episodes)
+    run = write_chunked(out_path, manifest, episodes, produce, on_chunk=lambda chunk: bar.update(len(chunk)))
+    bar.close()
+    return SampleReport(
+        out=out_path, episodes=total, rows=run.rows, chunks=run.chunks, chunks_resumed=run.resumed
+    )
 
 
 def _sample_chunk(
