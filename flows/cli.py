@@ -7,17 +7,16 @@ stderr and exit status 2, never a traceback.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 import yaml
 
-from policies.backends import BackendError
-from tasks.profile import PipelineConfig, ProfileError, load_profile
+from flows.envs_cli import envs_app
+from flows.errors import reports_user_errors
+from tasks.profile import PipelineConfig, load_profile
 
 app = typer.Typer(
     name="ftrl",
@@ -36,6 +35,7 @@ model_app = typer.Typer(help="Build models for local runs and tests.", no_args_i
 config_app = typer.Typer(help="Inspect and check run profiles.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(config_app, name="config")
+app.add_typer(envs_app, name="envs")
 
 ProfileOption = Annotated[
     Path | None,
@@ -45,29 +45,6 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override one setting, e.g. --set sandbox.wall_time_s=5 (repeatable)."),
 ]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-#: Errors that mean "the user asked for something that cannot be done", reported without a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (
-    ProfileError,
-    BackendError,
-    FileNotFoundError,
-    FileExistsError,
-    ValueError,
-)
-
-
-def reports_user_errors(command: F) -> F:
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except USER_ERRORS as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 class TinyTemplate(str, Enum):
