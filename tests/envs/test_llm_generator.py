@@ -32,6 +32,7 @@ from envs.construction.llm import (
 from envs.construction.llm._rejections import Reject
 from envs.construction.stages import DeployedEnvironment, ScalingOp, ScenarioRequest, to_env_row
 from envs.sandbox import SandboxPool
+from envs.verify import Verifier
 from policies.backends import load_backend
 from policies.backends.base import derive_seed
 from rewards.matching import matches
@@ -419,6 +420,8 @@ def test_single_hop_build_makes_a_solvable_environment(endpoint: Endpoint, pool:
     assert meta["sub_questions"][0]["call"] == {"name": "get_capital", "arguments": {"country": "Australia"}}
 
     assert run_golden_calls(pool, env) == [("Canberra", "Canberra")]
+    verdict = Verifier(pool).verify([row])[0]
+    assert (verdict.valid, verdict.reason, verdict.oracle_solve_rate) == (True, None, 1.0)
     assert pool.run(CAPITAL_CODE, "get_capital", {"country": "Atlantis"}).content == (
         "Error: unknown country 'Atlantis'; known countries: Australia, Japan."
     )
@@ -452,6 +455,9 @@ def test_multi_hop_build_merges_scales_and_deploys(endpoint: Endpoint, pool: San
     outputs = run_golden_calls(pool, env)
     assert outputs == [('{"name": "Poland"}', "Poland"), ('{"language": "Polish"}', "Polish")]
     assert all(matches(output, answer) for output, answer in outputs)
+    verdict = Verifier(pool).verify([row])[0]  # what the environment builder runs before writing a row
+    assert (verdict.valid, verdict.reason, verdict.oracle_solve_rate) == (True, None, 1.0)
+    assert all(check.golden_ok and check.perturbed_rejected for check in verdict.checks)
     wrong = pool.run(LOOKUP_CODE, "lookup_country", {"query": "Poland", "field": "language"})
     assert (
         wrong.content
@@ -631,6 +637,19 @@ CHECKS = [
         "document: parameters are not a valid schema",
         "not a JSON Schema: at properties.x.type",
         id="parameters-not-a-json-schema",
+    ),
+    pytest.param(
+        _single_with(
+            "document",
+            {
+                "tools": [
+                    {**SINGLE_DOCUMENT["tools"][0], "description": "Capitals, e.g. Canberra for Australia."}
+                ]
+            },
+        ),
+        "document: tool document states a sub-answer",
+        "a description in tool 'get_capital' states q1's answer 'Canberra'",
+        id="description-states-the-answer",
     ),
     pytest.param(
         _multi_with(

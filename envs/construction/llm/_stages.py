@@ -33,6 +33,7 @@ from envs.construction.stages import (
     ToolDocument,
     ToolPlan,
 )
+from envs.verify import _description_texts, states_whole  # the verifier's own leak rule
 from policies.backends.base import derive_seed
 from rewards.matching import contains_answer
 
@@ -313,12 +314,21 @@ def _check_calls_match(scenario: Scenario, calls: Iterable[GoldenCall]) -> None:
 def _check_toolset(
     scenario: Scenario, documents: Sequence[ToolDocument], calls: Iterable[GoldenCall]
 ) -> None:
-    """Every schema is a JSON Schema, every call fits its tool, and a step that depends on another
-    passes that step's answer: the chain a multi-hop task needs is in the golden calls themselves."""
+    """Every schema is a JSON Schema whose descriptions state no sub-answer (the verifier's rule,
+    applied here so the model can fix it), every call fits its tool, and a step that depends on
+    another passes that step's answer: the chain a multi-hop task needs is in the golden calls."""
     by_name = {document.name: document for document in documents}
     subs = {sub.id: sub for sub in scenario.sub_questions}
     for document in documents:
         check_parameters(document.name, document.parameters)
+        texts = list(_description_texts(document.to_openai()))
+        for sub in scenario.sub_questions:
+            if any(states_whole(text, sub.answer) for text in texts):
+                raise Reject(
+                    "tool document states a sub-answer",
+                    f"a description in tool {document.name!r} states {sub.id}'s answer {sub.answer!r}; "
+                    "descriptions say what a tool does, never what it returns for this question",
+                )
     for call in calls:
         if call.name not in by_name:
             raise Reject(
