@@ -643,6 +643,25 @@ CHECKS = [
             "document",
             {
                 "tools": [
+                    {
+                        **SINGLE_DOCUMENT["tools"][0],
+                        "parameters": {
+                            **CAPITAL_PARAMETERS,
+                            "properties": {"country": {"$ref": "#/$defs/c"}},
+                        },
+                    }
+                ]
+            },
+        ),
+        "document: parameters are not a valid schema",
+        "parameters of tool 'get_capital': it uses $ref; write every schema inline",
+        id="parameters-with-a-reference",
+    ),
+    pytest.param(
+        _single_with(
+            "document",
+            {
+                "tools": [
                     {**SINGLE_DOCUMENT["tools"][0], "description": "Capitals, e.g. Canberra for Australia."}
                 ]
             },

@@ -22,7 +22,8 @@ __all__ = ["check_arguments", "check_code", "check_parameters"]
 
 
 def check_parameters(tool: str, parameters: Mapping[str, Any]) -> None:
-    """``parameters`` must be an object schema whose ``required`` names only its ``properties``."""
+    """``parameters`` must be an inline object schema (no ``$ref``) whose ``required`` names only its
+    ``properties``, which are Python identifiers (tools are called with keyword arguments)."""
     problem = _parameters_problem(parameters)
     if problem:
         raise Reject("parameters are not a valid schema", f"parameters of tool {tool!r}: {problem}")
@@ -103,6 +104,8 @@ def _parameters_problem(parameters: Mapping[str, Any]) -> str | None:
     except SchemaError as error:
         where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
         return f"not a JSON Schema: at {where}: {error.message}"
+    if _has_ref(parameters):
+        return "it uses $ref; write every schema inline (a model reading the tool cannot follow references)"
     if parameters.get("type") != "object":
         return f'the top level must be {{"type": "object", ...}}, got type {parameters.get("type")!r}'
     properties = parameters.get("properties", {})
@@ -113,3 +116,11 @@ def _parameters_problem(parameters: Mapping[str, Any]) -> str | None:
     if bad:
         return f"parameter names {bad} are not Python identifiers (tools are called with keyword arguments)"
     return None
+
+
+def _has_ref(schema: Any) -> bool:
+    if isinstance(schema, Mapping):
+        return "$ref" in schema or any(_has_ref(value) for value in schema.values())
+    if isinstance(schema, list):
+        return any(_has_ref(item) for item in schema)
+    return False

@@ -253,8 +253,8 @@ class LLMScaler:
                         f"sub-question {call.sub_question} must still be answered by "
                         f"{old_calls[call.sub_question]!r}, not {call.name!r}",
                     )
+            _check_toolset(scenario, out.tools, out.calls)  # schemas first: the records read them
             _check_records(out.scaling, operations, before, after)
-            _check_toolset(scenario, out.tools, out.calls)
             return ScaledScenario(
                 scenario=scenario,
                 tools=_plans(scenario, out.tools, out.calls),
