@@ -43,6 +43,21 @@ class SampleConfig(BaseModel):
     chunk_episodes: int = Field(64, ge=1, description="Episodes per resumable chunk (one batch per turn).")
 
 
+class LLMGeneratorConfig(BaseModel):
+    """The model that drives the llm generator's five stages (usually a strong hosted model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["openai", "transformers", "vllm"] = "openai"
+    model: str | None = Field(None, description="Served model name (openai) or a model folder.")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. https://host/v1.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    temperature: float = Field(0.7, ge=0.0)
+    max_new_tokens: int = Field(4096, ge=1)
+    max_attempts: int = Field(3, ge=1, description="Tries per stage before the environment is rejected.")
+    topics: list[str] = Field(default_factory=list, description="Seed topics for the scenarios.")
+
+
 class BuildConfig(BaseModel):
     """How environments are built: generator, how many, seed, test share."""
 
@@ -53,6 +68,4 @@ class BuildConfig(BaseModel):
     seed: int = Field(0, description="Same seed, same environments, byte for byte (template generator).")
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of environments held out as test.")
     batch: int = Field(256, ge=1, description="Environments verified per sandbox batch.")
-    llm_model: str | None = Field(
-        None, description="For the llm generator: a model folder, or the served name (openai backend)."
-    )
+    llm: LLMGeneratorConfig = Field(default_factory=lambda: LLMGeneratorConfig())
