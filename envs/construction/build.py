@@ -13,6 +13,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,9 +150,14 @@ def build_environments(
     test_fraction: float = 0.1,
     batch: int = 256,
     max_attempts: int | None = None,
+    workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> BuildReport:
-    """Build until `count` verified, distinct environments exist (or `max_attempts`, default 3×count)."""
+    """Build until `count` verified, distinct environments exist (or `max_attempts`, default 3×count).
+
+    `workers` threads run the stages of a round concurrently: worth it for the llm generator, whose
+    stages wait on a model endpoint; the template generator is CPU-bound and needs one.
+    """
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     if not 0.0 <= test_fraction < 1.0:
@@ -167,34 +173,34 @@ def build_environments(
     solve_rates: list[float] = []
     requests = plan_requests(seed)
     data_source = f"{DATA_SOURCE_PREFIX}/{generator.name}"
-    while len(kept) < count and report.attempted < limit:
-        candidates: list[EnvRow] = []
-        while len(candidates) < batch and report.attempted < limit and len(kept) + len(candidates) < count:
-            request, operations = next(requests)
-            report.attempted += 1
-            try:
-                deployed = run_stages(generator, request, operations)
-                row = to_env_row(deployed, split="train", data_source=data_source)
-            except GenerationFailure as exc:
-                rejected[f"generation: {type(exc).__name__}"] += 1
-                continue
-            question = row.messages[0]["content"].strip().lower()
-            if row.env_id in seen_ids or question in seen_questions:
-                report.duplicates_removed += 1
-                continue
-            seen_ids.add(row.env_id)
-            seen_questions.add(question)
-            candidates.append(row)
-        for row, verdict in zip(candidates, verifier.verify(candidates), strict=True):
-            if verdict.valid:
-                kept.append(row)
-                solve_rates.append(
-                    verdict.oracle_solve_rate if verdict.oracle_solve_rate is not None else 1.0
-                )
-            else:
-                rejected[verdict.reason or "invalid"] += 1
-        if progress is not None:
-            progress(len(kept), count)
+    with ThreadPoolExecutor(max_workers=workers) as threads:
+        while len(kept) < count and report.attempted < limit:
+            wanted = min(batch, count - len(kept), limit - report.attempted)
+            round_ = [next(requests) for _ in range(wanted)]
+            report.attempted += len(round_)
+            built = threads.map(lambda item: _generate(generator, item[0], item[1], data_source), round_)
+            candidates: list[EnvRow] = []
+            for outcome in built:
+                if isinstance(outcome, str):
+                    rejected[outcome] += 1
+                    continue
+                question = outcome.messages[0]["content"].strip().lower()
+                if outcome.env_id in seen_ids or question in seen_questions:
+                    report.duplicates_removed += 1
+                    continue
+                seen_ids.add(outcome.env_id)
+                seen_questions.add(question)
+                candidates.append(outcome)
+            for row, verdict in zip(candidates, verifier.verify(candidates), strict=True):
+                if verdict.valid:
+                    kept.append(row)
+                    solve_rates.append(
+                        verdict.oracle_solve_rate if verdict.oracle_solve_rate is not None else 1.0
+                    )
+                else:
+                    rejected[verdict.reason or "invalid"] += 1
+            if progress is not None:
+                progress(len(kept), count)
 
     train_idx, test_idx = split_without_leakage(kept, test_fraction, seed)
     train = [_with_split(kept[i], "train") for i in train_idx]
@@ -211,6 +217,17 @@ def build_environments(
     atomic_write_text(out_dir / "report.json", json.dumps(asdict(report), indent=2, ensure_ascii=False))
     atomic_write_text(out_dir / "report.md", report.to_markdown())
     return report
+
+
+def _generate(
+    generator: Generator, request: ScenarioRequest, operations: tuple[ScalingOp, ...], data_source: str
+) -> EnvRow | str:
+    """One environment row, or the reason it could not be built (a stage's own reason if it gives one)."""
+    try:
+        return to_env_row(run_stages(generator, request, operations), split="train", data_source=data_source)
+    except GenerationFailure as exc:
+        stage, reason = getattr(exc, "stage", None), getattr(exc, "reason", None)
+        return f"{stage}: {reason}" if stage and reason else f"generation: {type(exc).__name__}"
 
 
 def _with_split(row: EnvRow, split: str) -> EnvRow:
