@@ -24,6 +24,7 @@ every environment a builder writes.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -362,6 +363,14 @@ class _Case:
     perturbed: list[tuple[dict[str, Any], ToolResult] | None] = field(default_factory=list)
     solve_rate: float | None = None
 
+    @functools.cached_property
+    def codes(self) -> dict[str, str]:
+        return self.row.codes_dict()
+
+    @functools.cached_property
+    def tools(self) -> list[dict[str, Any]]:
+        return self.row.tool_schemas()
+
     @property
     def runnable(self) -> bool:
         """Whether its golden calls can be run: meta is well formed and names only existing tools."""
@@ -404,7 +413,7 @@ class Verifier:
 
     def _run_golden(self, cases: Sequence[_Case]) -> None:
         requests = [
-            ToolCallRequest(case.row.codes_dict()[sub.name], sub.name, sub.arguments)
+            ToolCallRequest(case.codes[sub.name], sub.name, sub.arguments)
             for case in cases
             for sub in case.subs or ()
         ]
@@ -423,11 +432,9 @@ class Verifier:
         """The golden call with one argument changed; None for a call without arguments."""
         if not sub.arguments:
             return None
-        schema = next(tool for tool in case.row.tool_schemas() if tool["function"]["name"] == sub.name)
+        schema = next(tool for tool in case.tools if tool["function"]["name"] == sub.name)
         seed = derive_seed("perturb", self.seed, case.row.env_id, sub.id)
-        return ToolCallRequest(
-            case.row.codes_dict()[sub.name], sub.name, perturb_arguments(sub.arguments, schema, seed)
-        )
+        return ToolCallRequest(case.codes[sub.name], sub.name, perturb_arguments(sub.arguments, schema, seed))
 
     def _run_oracle(self, cases: Sequence[_Case]) -> None:
         """Episodes for every case, in rounds: the oracle tells tasks apart by their question, so
@@ -449,8 +456,8 @@ class Verifier:
                 EpisodeSpec(
                     key=(case.row.env_id, position),
                     messages=case.row.messages,
-                    tools=case.row.tool_schemas(),
-                    codes=case.row.codes_dict(),
+                    tools=case.tools,
+                    codes=case.codes,
                     unsolved=case.row.unsolved(),
                 )
                 for position, (case, _, _) in enumerate(members)
@@ -582,9 +589,11 @@ def read_numbered(path: str | Path) -> Iterator[tuple[int, EnvRow | RowError]]:
 
 
 def schema_reason(error: RowError) -> str:
-    """A report key for a row that failed to load: the two static checks the issue names get their
-    own keys, anything else is `schema: <first field>` (or `schema: line` when it is not JSON)."""
-    if "does not define a top-level function" in error.reason or "codes do not define it" in error.reason:
+    """A report key for a row that failed to load: code that does not define its tool (missing, not
+    Python, no such `def`) and sub-answers of unknown tools get their own keys; anything else is
+    `schema: <first field>`, or `schema: line` when the line is not a JSON object at all."""
+    undefined = ("does not define a top-level function", "codes do not define it", "is not valid Python")
+    if any(phrase in error.reason for phrase in undefined):
         return REASON_UNDEFINED_TOOL
     if "field 'unsolved_set'" in error.reason and "is not named in tools" in error.reason:
         return REASON_UNKNOWN_UNSOLVED_TOOL

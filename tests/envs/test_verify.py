@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from envs.examples import load_examples
+from envs.jsonl import RowError
 from envs.sandbox import SandboxPool
+from envs.schema import EnvRow, format_validation_error
 from envs.verify import (
     REASON_DOCUMENT_LEAK,
     REASON_GOLDEN,
@@ -29,6 +32,7 @@ from envs.verify import (
     perturb_argument,
     perturb_arguments,
     perturb_value,
+    schema_reason,
     states_whole,
     validate_file,
 )
@@ -386,6 +390,23 @@ def test_validate_file_counts_every_row(pool: SandboxPool, tmp_path: Path, batch
         == "invalid JSON: Expecting property name enclosed in double quotes at column 2"
     )
     assert rejected_rows[4]["detail"] == "field 'answer': missing"
+
+
+@pytest.mark.parametrize(
+    ("fields", "key"),
+    [
+        ({"codes": {"get_country_capital": "def get_country_capital(:\n"}}, REASON_UNDEFINED_TOOL),
+        ({"codes": {}}, REASON_UNDEFINED_TOOL),
+        ({"codes": {"get_country_capital": "x = 1\n"}}, REASON_UNDEFINED_TOOL),
+        ({"unsolved_set": {"nope": ["Paris"]}}, REASON_UNKNOWN_UNSOLVED_TOOL),
+        ({"split": "dev"}, "schema: split"),
+        ({"tools": "[1]"}, "schema: tools"),
+    ],
+)
+def test_rows_that_do_not_load_get_a_report_key(fields: dict, key: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        EnvRow.model_validate({**example("single-hop").model_dump(), **fields})
+    assert schema_reason(RowError("envs.jsonl", 1, format_validation_error(caught.value))) == key
 
 
 def test_validate_file_needs_the_file(pool: SandboxPool, tmp_path: Path) -> None:
