@@ -61,18 +61,18 @@ def parts_folder(out_path: Path) -> Path:
     return out_path.with_name(out_path.name + ".parts")
 
 
-def check_manifest(parts: Path, manifest: dict[str, Any]) -> None:
-    """Create `parts` with `manifest`, or check that the parts already there came from it."""
-    path = parts / MANIFEST
+def check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Create `folder` with `manifest`, or check that the work already there came from it."""
+    path = folder / MANIFEST
     if path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
         if previous != manifest:
             raise ResumeMismatch(
-                f"{parts}: unfinished parts of a run with different {changed_keys(previous, manifest)}; "
+                f"{folder}: holds work of a run with different {changed_keys(previous, manifest)}; "
                 "rerun with the same arguments to resume, or delete that folder to start over"
             )
     else:
-        parts.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True))
 
 

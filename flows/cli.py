@@ -16,6 +16,8 @@ import yaml
 
 from flows.envs_cli import envs_app
 from flows.errors import reports_user_errors
+from flows.eval_cli import analyze_app, eval_command
+from flows.options import Backend, ProfileOption, SetOption
 from tasks.profile import PipelineConfig, load_profile
 
 app = typer.Typer(
@@ -36,15 +38,8 @@ config_app = typer.Typer(help="Inspect and check run profiles.", no_args_is_help
 app.add_typer(model_app, name="model")
 app.add_typer(config_app, name="config")
 app.add_typer(envs_app, name="envs")
-
-ProfileOption = Annotated[
-    Path | None,
-    typer.Option("--profile", "-p", help="YAML run profile, e.g. configs/cpu-demo.yaml; default: built-ins."),
-]
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override one setting, e.g. --set sandbox.wall_time_s=5 (repeatable)."),
-]
+app.add_typer(analyze_app, name="analyze")
+app.command("eval")(eval_command)
 
 
 class TinyTemplate(str, Enum):
@@ -88,12 +83,6 @@ def config_show(profile: ProfileOption = None, set_: SetOption = None) -> None:
     """Validate a profile with its overrides and print every resolved setting as YAML."""
     config = resolve_profile(profile, set_)
     typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).rstrip())
-
-
-class Backend(str, Enum):
-    transformers = "transformers"
-    vllm = "vllm"
-    openai = "openai"
 
 
 @app.command("sample")
