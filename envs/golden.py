@@ -104,7 +104,7 @@ def _grade(
 ) -> TaskGrade:
     has_outputs = bool(task.outputs)
     try:
-        golden_digest, replies, failed_action = _replay(pool, domain, task)
+        golden_digest, replies, failed_action = replay_golden(pool, domain, task)
         agent = _agent_run(pool, domain, task)
     except SandboxError as exc:
         return TaskGrade(index, False, f"sandbox: {exc}", True, has_outputs, False)
@@ -128,7 +128,9 @@ def _grade(
     )
 
 
-def _replay(pool: SandboxPool, domain: StatefulDomain, task: DomainTask) -> tuple[str, list[str], str | None]:
+def replay_golden(
+    pool: SandboxPool, domain: StatefulDomain, task: DomainTask
+) -> tuple[str, list[str], str | None]:
     """The golden database's digest, the tool replies, and the first action that failed (or None)."""
     replies: list[str] = []
     failed: str | None = None

@@ -76,6 +76,34 @@ def iter_rows(
     return _iter_rows(source, model, skip_bad, report if report is not None else ReadReport(source))
 
 
+def iter_numbered(
+    path: str | Path,
+    model: type[T] = EnvRow,  # type: ignore[assignment]
+) -> Iterator[tuple[int, T | RowError]]:
+    """Every non-blank line as (line number, row or the `RowError` saying why it is not one).
+
+    For callers that report bad lines in place (validation) rather than stop or skip; `iter_rows`
+    is built on it. A missing file raises `FileNotFoundError` at the call.
+    """
+    source = Path(path)
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such JSONL file")
+    return _iter_numbered(source, model)
+
+
+def _iter_numbered(source: Path, model: type[T]) -> Iterator[tuple[int, T | RowError]]:
+    for number, raw in _numbered_lines(source):
+        try:
+            obj = _decode_object(source, number, raw)
+        except RowError as error:
+            yield number, error
+            continue
+        try:
+            yield number, model.model_validate(obj)
+        except ValidationError as exc:
+            yield number, RowError(source, number, format_validation_error(exc))
+
+
 def write_rows(path: str | Path, rows: Iterable[BaseModel | dict[str, Any]]) -> int:
     """Write all rows, one JSON object per line, atomically; return how many were written.
 
@@ -157,21 +185,15 @@ existing_keys = JsonlAppender.existing_keys
 
 
 def _iter_rows(source: Path, model: type[T], skip_bad: bool, report: ReadReport) -> Iterator[T]:
-    for number, raw in _numbered_lines(source):
-        try:
-            obj = _decode_object(source, number, raw)
-            try:
-                row = model.model_validate(obj)
-            except ValidationError as exc:
-                raise RowError(source, number, format_validation_error(exc)) from None
-        except RowError as error:
+    for _, item in _iter_numbered(source, model):
+        if isinstance(item, RowError):
             if not skip_bad:
-                raise
-            report.skipped.append(error)
-            logger.warning("skipped a bad row: %s", error)
+                raise item
+            report.skipped.append(item)
+            logger.warning("skipped a bad row: %s", item)
             continue
         report.rows += 1
-        yield row
+        yield item
 
 
 def _numbered_lines(source: Path) -> Iterator[tuple[int, bytes]]:

@@ -34,12 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from envs.episode import EpisodeRunner, EpisodeSpec
-from envs.jsonl import RowError, _decode_object, _numbered_lines
+from envs.jsonl import RowError, iter_numbered
 from envs.sandbox import SandboxPool, ToolCallRequest, ToolResult
-from envs.schema import EnvRow, format_validation_error
+from envs.schema import EnvRow
 from policies.backends import SamplingParams
 from policies.backends.base import derive_seed
 from policies.oracle import OraclePlan, OraclePolicy, PlannedCall, question_of
@@ -303,17 +301,17 @@ def _some_value(schema: Any) -> Any:
 # --------------------------------------------------------------------------- static checks
 
 
-def _description_texts(schema: Any) -> Iterator[str]:
+def description_texts(schema: Any) -> Iterator[str]:
     """Every free-text `description` in a tool schema, at any depth: where a document can leak."""
     if isinstance(schema, dict):
         for key, value in schema.items():
             if key == "description" and isinstance(value, str):
                 yield value
             else:
-                yield from _description_texts(value)
+                yield from description_texts(value)
     elif isinstance(schema, list):
         for item in schema:
-            yield from _description_texts(item)
+            yield from description_texts(item)
 
 
 def states_whole(text: str, answer: str) -> bool:
@@ -338,7 +336,7 @@ def _static_problem(row: EnvRow, subs: Sequence[GoldenSub]) -> tuple[str, str] |
     if contains_answer(question, row.answer):
         return REASON_QUESTION_LEAK, f"the question states the answer {row.answer!r}"
     for tool in row.tool_schemas():
-        texts = list(_description_texts(tool))
+        texts = list(description_texts(tool))
         for sub in subs:
             if any(states_whole(text, sub.answer) for text in texts):
                 name = tool["function"]["name"]
@@ -568,26 +566,6 @@ class ValidationReport:
         }
 
 
-def read_numbered(path: str | Path) -> Iterator[tuple[int, EnvRow | RowError]]:
-    """Every non-blank line of a JSONL file as (line number, row or the reason it is not one).
-
-    Unlike `iter_rows(skip_bad=True)`, bad lines come back in place: validation reports them as
-    rejected rows rather than logging and passing over them.
-    """
-    source = Path(path)
-    if not source.exists():
-        raise FileNotFoundError(f"{source}: no such JSONL file")
-    for number, raw in _numbered_lines(source):
-        try:
-            obj = _decode_object(source, number, raw)
-            try:
-                yield number, EnvRow.model_validate(obj)
-            except ValidationError as exc:
-                yield number, RowError(source, number, format_validation_error(exc))
-        except RowError as error:
-            yield number, error
-
-
 def schema_reason(error: RowError) -> str:
     """A report key for a row that failed to load: code that does not define its tool (missing, not
     Python, no such `def`) and sub-answers of unknown tools get their own keys; anything else is
@@ -616,7 +594,7 @@ def validate_file(
         rejected[reason] += 1
         report.rejected_rows.append(RejectedRow(line, env_id, reason, detail))
 
-    for chunk in _chunks(read_numbered(path), batch):
+    for chunk in _chunks(iter_numbered(path), batch):
         rows = [(line, item) for line, item in chunk if isinstance(item, EnvRow)]
         verdicts = iter(verifier.verify([row for _, row in rows]))
         for line, item in chunk:

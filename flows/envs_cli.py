@@ -74,13 +74,13 @@ def show(
     line: Annotated[int, typer.Argument(help="1-based line number of the row, as `validate` reports it.")],
 ) -> None:
     """Print one environment readably: question, answer, tools, sub-questions with golden calls, code."""
+    from envs.jsonl import iter_numbered
     from envs.schema import EnvRow
-    from envs.verify import read_numbered
 
     if line < 1:
         raise ValueError(f"line numbers start at 1, got {line}")
     last = 0
-    for number, item in read_numbered(file):
+    for number, item in iter_numbered(file):
         last = number
         if number == line:
             if not isinstance(item, EnvRow):

@@ -39,8 +39,7 @@ from pydantic import BaseModel
 from envs.atomic import atomic_write_text, file_sha256
 from envs.episode import tool_message
 from envs.evaluation.user_simulator import UserSimulator, UserTurn
-from envs.golden import _replay as replay_golden  # the golden check's replay, not a second copy
-from envs.golden import said
+from envs.golden import replay_golden, said
 from envs.jsonl import JsonlAppender, iter_rows
 from envs.sampling import ResumeMismatch
 from envs.sandbox import SandboxError, SandboxPool, StatefulSession

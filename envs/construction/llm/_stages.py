@@ -33,7 +33,7 @@ from envs.construction.stages import (
     ToolDocument,
     ToolPlan,
 )
-from envs.verify import _description_texts, states_whole  # the verifier's own leak rule
+from envs.verify import description_texts, states_whole  # the verifier's own leak rule
 from policies.backends.base import derive_seed
 from rewards.matching import contains_answer
 
@@ -321,7 +321,7 @@ def _check_toolset(
     subs = {sub.id: sub for sub in scenario.sub_questions}
     for document in documents:
         check_parameters(document.name, document.parameters)
-        texts = list(_description_texts(document.to_openai()))
+        texts = list(description_texts(document.to_openai()))
         for sub in scenario.sub_questions:
             if any(states_whole(text, sub.answer) for text in texts):
                 raise Reject(
