@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test lint demo bench bench-reward bench-sampling bench-convert clean
+.PHONY: install test lint demo bench bench-reward bench-sampling bench-convert bench-verify clean
 
 # Debian packages: bubblewrap isolates the tool-code sandbox.
 $(STAMP): pyproject.toml
@@ -30,7 +30,7 @@ demo: install
 	$(VENV)/bin/ftrl demo --profile configs/cpu-demo.yaml
 
 # Benchmarks print ratios against a baseline run side by side; they are never part of `make test`.
-bench: bench-reward bench-sampling bench-convert
+bench: bench-reward bench-sampling bench-convert bench-verify
 
 bench-reward: install
 	$(PY) bench/bench_reward.py
@@ -40,6 +40,9 @@ bench-sampling: install
 
 bench-convert: install
 	$(PY) bench/bench_convert.py
+
+bench-verify: install
+	$(PY) bench/bench_verify.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

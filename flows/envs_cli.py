@@ -13,12 +13,14 @@ one `error:` line and exit status 2.
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from flows.errors import reports_user_errors
+from flows.options import ProfileOption, SetOption
 
 if TYPE_CHECKING:  # the rooms load only when a command runs, so `ftrl --help` stays fast
     from envs.schema import EnvRow
@@ -232,3 +234,58 @@ def _sub_question_lines(index: int, sub: Any) -> list[str]:
 def _indented(text: str, spaces: int) -> str:
     pad = " " * spaces
     return "\n".join(pad + line if line else line for line in text.splitlines())
+
+
+class GeneratorName(str, Enum):
+    template = "template"
+    llm = "llm"
+
+
+@envs_app.command("build")
+@reports_user_errors
+def build(
+    out: Annotated[Path, typer.Option("--out", help="Folder for train.jsonl, test.jsonl, report.json/.md.")],
+    generator: Annotated[
+        GeneratorName | None,
+        typer.Option(help="template (offline, seeded) or llm (a model drives the stages)."),
+    ] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="Verified environments to write.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same environments.")] = None,
+    test_fraction: Annotated[
+        float | None, typer.Option(help="Share held out as test (no shared entities).")
+    ] = None,
+    profile: ProfileOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Build environments with the five stages, keep only those proven solvable, split without leakage.
+
+    Every written environment passed verification in the sandbox (golden calls return their
+    sub-answers, perturbed calls do not, the oracle episode solves it); duplicates are removed and
+    train and test share no entity a sub-answer depends on.
+    """
+    from flows.cli import resolve_profile
+    from tasks.build import run_build
+
+    flags = {
+        "build.generator": generator.value if generator else None,
+        "build.count": count,
+        "build.seed": seed,
+        "build.test_fraction": test_fraction,
+    }
+    overrides = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    config = resolve_profile(profile, [*(set_ or []), *overrides])
+    report = run_build(config, out)
+    typer.echo(
+        f"wrote {report.written} verified environments to {out} (train {report.train}, test {report.test}) "
+        f"in {report.seconds:.1f} s; {report.attempted} attempted, {report.duplicates_removed} duplicates, "
+        f"{sum(report.rejected.values())} rejected; oracle solve rate {report.oracle_solve_rate:.3f}"
+    )
+    typer.echo(f"scenario types: {_counts(report.scenario_types)}")
+    typer.echo(f"scaling operations: {_counts(report.scaling_operations)}")
+    if report.rejected:
+        typer.echo(f"rejected: {_counts(report.rejected)}")
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in counts.items()) or "none"
