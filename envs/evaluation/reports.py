@@ -75,7 +75,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         header = [field.replace("_", " "), "tasks", "episodes", "failed", *metrics]
         rows = [
             [name, group["tasks"], group["episodes"], group["failed_episodes"]]
-            + [_fmt(group[m]) for m in metrics]
+            + [_fmt(group[m]) if m in group else "—" for m in metrics]
             for name, group in groups.items()
         ]
         lines += _table(header, rows)
@@ -242,7 +242,8 @@ def comparison_chart(comparison: Comparison, path: str | Path) -> Path:
     headline = comparison.group_metric
     if headline in comparison.values:
         base, last = comparison.values[headline][0], comparison.values[headline][-1]
-        change = f"{headline}: {base:.3f} → {last:.3f} ({last - base:+.3f})"
+        first, final = comparison.labels[0], comparison.labels[-1]
+        change = f"{headline}: {first} {base:.3f} → {final} {last:.3f} ({last - base:+.3f})"
     else:
         change = ""
     fig.suptitle(f"{comparison.benchmark} evaluation — {change}", fontsize=12)
