@@ -445,10 +445,13 @@ def launch(config: VerlConfig, run: VerlRun, *, logger: LineLogger) -> int:
 def _verl_checks() -> Any:
     """A function that runs verl's own pre-flight checks on resolved config text."""
     from omegaconf import OmegaConf
-    from verl.trainer.ppo.reward import get_custom_reward_fn
-    from verl.trainer.ppo.utils import need_critic, need_reference_policy
-    from verl.utils.config import validate_config
-    from verl.utils.dataset.rl_dataset import get_dataset_class
+
+    with warnings.catch_warnings():  # Ray's import-time deprecation notes are not the user's business
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from verl.trainer.ppo.reward import get_custom_reward_fn
+        from verl.trainer.ppo.utils import need_critic, need_reference_policy
+        from verl.utils.config import validate_config
+        from verl.utils.dataset.rl_dataset import get_dataset_class
 
     def check(resolved: str) -> None:
         config = OmegaConf.create(resolved)

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def default_run(folder: Path, **changes: Any) -> VerlRun:
 
 
 @pytest.fixture(scope="module")
-def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[VerlRun, Future[str]]]:
+def resolved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[VerlRun, Future[str]]]]:
     """Every verl profile's dry run, started at once (each is a verl subprocess of a few seconds)."""
     from policies.verl_agent_loop import write_agent_loop_config
 
