@@ -1,11 +1,12 @@
-"""VeRL custom reward functions (`custom_reward_function.path=<this file>`).
+"""VeRL custom reward functions (`reward.custom_reward_function.path=<this file>` in verl 0.9.1).
 
-`compute_score` serves VeRL's naive reward manager, one response at a time; `compute_score_batch`
-serves its batch reward manager (`reward_model.reward_manager=batch`,
-`custom_reward_function.name=compute_score_batch`), which sends every tool call of the batch to
-the sandbox pool at once. Each row's `extra_info` carries codes, unsolved_set, solve_rate and split
-as the converter writes them; `ground_truth` is the environment's final answer. The reward kind and
-parser come from `custom_reward_function.reward_kwargs`.
+`compute_score` serves the reward loop that verl 0.9.1's trainer runs (`reward.reward_manager.name=
+naive`): it scores one response per call, and the loop runs many calls at once in threads, which the
+sandbox pool serves in parallel. `compute_score_batch` serves VeRL's `BatchRewardManager`
+(`verl.workers.reward_manager`), which hands over a whole batch: every tool call of the batch goes
+to the sandbox pool at once. Each row's `extra_info` carries codes, unsolved_set, solve_rate and
+split as the converter writes them; `ground_truth` is the environment's final answer. The reward
+kind and parser come from `reward_kwargs`.
 """
 
 from __future__ import annotations
