@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from tqdm import tqdm
 
 from envs.atomic import atomic_write_text, file_sha256
-from envs.chunks import batched, check_manifest, write_chunked
+from envs.chunks import MANIFEST, batched, check_manifest, write_chunked
 from envs.episode import EpisodeRunner, EpisodeSpec, EpisodeState
 from envs.evaluation.reports import SUMMARY_FILE, write_summary_markdown
 from envs.jsonl import iter_rows
@@ -248,8 +248,12 @@ def evaluate_ftrl(
         "sampling": asdict(params),
         "backend": backend.name,
     }
-    check_manifest(out_dir, manifest)
     episodes_path = out_dir / EPISODES_FILE
+    if episodes_path.is_file() and not (out_dir / MANIFEST).is_file():
+        raise FileExistsError(
+            f"{out_dir}: holds {EPISODES_FILE} of another evaluation (no {MANIFEST}); choose another --out"
+        )
+    check_manifest(out_dir, manifest)
     total = len(envs) * settings.samples_per_env
     chunk_count = math.ceil(total / settings.chunk_episodes)
     if episodes_path.is_file():

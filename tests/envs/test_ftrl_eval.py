@@ -340,6 +340,14 @@ def test_a_rerun_evaluates_only_missing_chunks(tmp_path: Path, pool: SandboxPool
     assert not parts.exists()
     assert resumed.summary["solve_f1"] == 1.0
 
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "episodes.jsonl").write_text('{"task_index": 0}\n')
+    with pytest.raises(
+        FileExistsError, match=re.escape(f"{foreign}: holds episodes.jsonl of another evaluation")
+    ):
+        evaluate_ftrl(data, foreign, oracle_for(rows), GREEDY, pool, settings, progress=False)
+
     other = FtrlEvalSettings(chunk_episodes=2, max_turns=5)
     with pytest.raises(
         ResumeMismatch, match=re.escape(f"{out}: holds work of a run with different settings;")
