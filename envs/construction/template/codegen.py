@@ -91,7 +91,7 @@ def _validate(param: dict[str, Any], expr: str, where: str, pad: str) -> list[st
 
 def _check(param: dict[str, Any], expr: str, where: str, pad: str) -> list[str]:
     kind, target = param["type"], f"_{param['slot']}"
-    about = param["description"].rstrip(".")
+    about = param["description"][0].lower() + param["description"][1:].rstrip(".")
     must = f"Error: '{where}' {'is required and must' if param.get('required') else 'must'} be"
 
     def fail(condition: str, message: str) -> list[str]:

@@ -41,6 +41,11 @@ class Kind:
         return self.ref.format(name=name)
 
 
+def article(noun: str) -> str:
+    """ "a film", "an event"."""
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
 KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in (
@@ -96,7 +101,7 @@ class Relation:
     @property
     def description(self) -> str:
         kind = KINDS[self.kind]
-        return f"Look up the {self.noun} of a {kind.label}, given the {kind.label}'s {kind.key}."
+        return f"Look up the {self.noun} of {article(kind.label)}, given the {kind.label}'s {kind.key}."
 
 
 def _rel(kind: str, attribute: str, target_or_type: str, question: str, phrase: str, noun: str, **kw: Any):

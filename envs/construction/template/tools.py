@@ -36,6 +36,7 @@ from envs.construction.template.templates import (
     RELATION_AT,
     Computation,
     Relation,
+    article,
 )
 from envs.construction.template.world import World
 from rewards.matching import matches
@@ -470,12 +471,13 @@ def describe_lookup(backing: Backing) -> str:
         for kind, rows in tables.items()
     }
     if "family" in backing:
-        parts = [f"the {', '.join(nouns)} of a {KINDS[kind].label}" for kind, nouns in facts.items()]
+        parts = [f"the {', '.join(nouns)} of {article(KINDS[kind].label)}" for kind, nouns in facts.items()]
         return f"{LOOKUP_FAMILIES[backing['family']].description}: {'; '.join(parts)}.{how}"
     ((kind, nouns),) = facts.items()
     if len(nouns) == 1 and backing["output"] == "value":
         return RELATION_AT[(kind, next(iter(tables[kind][0][1])))].description
     info = KINDS[kind]
+    facts_text = ", ".join(nouns)
     return (
-        f"Look up facts about a {info.label} ({', '.join(nouns)}), given the {info.label}'s {info.key}.{how}"
+        f"Look up facts about {article(info.label)} ({facts_text}), given the {info.label}'s {info.key}.{how}"
     )
