@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from envs.config import BuildConfig, SampleConfig, SandboxConfig
 from policies.config import GenerationConfig, ModelConfig
+from policies.training.config import MergeConfig, TrainConfig
 from rewards.config import RewardConfig
 
 
@@ -45,6 +46,8 @@ class PipelineConfig(BaseModel):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    merge: MergeConfig = Field(default_factory=MergeConfig)
 
 
 class ProfileError(ValueError):
