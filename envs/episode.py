@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from envs.sandbox import SandboxError, SandboxPool, StatefulSession, ToolResult, canonical_digest
+from envs.schema import EnvRow
 from envs.tool_calls import run_tool_calls
 from policies.backends import Conversation, Generation, GenerationBackend, SamplingParams
+from policies.backends.base import derive_seed
 from policies.types import ParsedTurn
 from rewards.formulas import EpisodeMetrics, episode_metrics
 from rewards.matching import CallOutput, count_unsolved, match_calls
@@ -34,6 +36,19 @@ class EpisodeSpec:
     unsolved: dict[str, list[str]] = field(default_factory=dict)
     data: dict[str, Any] | None = None
     seed: int | None = None
+
+    @classmethod
+    def for_env(cls, env: EnvRow, sample_index: int, run_seed: int) -> EpisodeSpec:
+        """Sample `sample_index` of an environment row, seeded from the run seed and its identity
+        (never its position in a batch), so resumed and sharded runs sample it identically."""
+        return cls(
+            key=(env.env_id, sample_index),
+            messages=env.messages,
+            tools=env.tool_schemas(),
+            codes=env.codes_dict(),
+            unsolved=env.unsolved(),
+            seed=derive_seed(run_seed, env.env_id, sample_index),
+        )
 
 
 @dataclass

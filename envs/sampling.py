@@ -149,16 +149,6 @@ def _sample_chunk(
         key = state.spec.key
         rows[key].append(trajectory_row(envs[key], state, settings.policy, key[1]))
 
-    specs = [
-        EpisodeSpec(
-            key=(env.env_id, sample),
-            messages=env.messages,
-            tools=env.tool_schemas(),
-            codes=env.codes_dict(),
-            unsolved=env.unsolved(),
-            seed=derive_seed(settings.seed, env.env_id, sample),
-        )
-        for env, sample in chunk
-    ]
+    specs = [EpisodeSpec.for_env(env, sample, settings.seed) for env, sample in chunk]
     EpisodeRunner(backend, params, pool, max_turns=settings.max_turns, on_tool_turn=record).run(specs)
     return [row for key in rows for row in rows[key]]

@@ -322,16 +322,6 @@ def _evaluate_chunk(
     settings: FtrlEvalSettings,
 ) -> list[EpisodeRecord]:
     chunk_params = SamplingParams(**{**asdict(params), "seed": derive_seed(settings.seed, index)})
-    specs = [
-        EpisodeSpec(
-            key=(env.env_id, sample),
-            messages=env.messages,
-            tools=env.tool_schemas(),
-            codes=env.codes_dict(),
-            unsolved=env.unsolved(),
-            seed=derive_seed(settings.seed, env.env_id, sample),
-        )
-        for env, sample in chunk
-    ]
+    specs = [EpisodeSpec.for_env(env, sample, settings.seed) for env, sample in chunk]
     states = EpisodeRunner(backend, chunk_params, pool, max_turns=settings.max_turns).run(specs)
     return [record_of(env, state, sample) for (env, sample), state in zip(chunk, states, strict=True)]
