@@ -152,18 +152,18 @@ def test_check_golden_on_a_broken_folder_is_one_error_line(tmp_path: Path) -> No
 
 def test_build_then_validate(tmp_path: Path) -> None:
     out = tmp_path / "built"
-    built = ftrl("envs", "build", "--generator", "template", "--count", "40", "--seed", "1", "--out", out)
+    built = ftrl("build", "--generator", "template", "--count", "40", "--seed", "1", "--out", out)
     assert built.returncode == 0, built.stderr
     assert f"wrote 40 verified environments to {out}" in built.stdout
     assert "oracle solve rate 1.000" in built.stdout
     for split in ("train", "test"):
-        checked = ftrl("envs", "validate", out / f"{split}.jsonl", "--json")
+        checked = ftrl("validate", out / f"{split}.jsonl", "--json")
         assert checked.returncode == 0, checked.stdout
         summary = json.loads(checked.stdout)
         assert summary["valid"] == summary["total"] > 0 and summary["oracle_solve_rate"] == 1.0
 
 
 def test_build_refuses_a_bad_profile_value(tmp_path: Path) -> None:
-    result = ftrl("envs", "build", "--out", tmp_path, "--set", "build.test_fraction=1.5")
+    result = ftrl("build", "--out", tmp_path, "--set", "build.test_fraction=1.5")
     assert result.returncode == 2
     assert "build.test_fraction" in result.stderr and "Traceback" not in result.stderr
