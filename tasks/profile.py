@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from envs.config import BuildConfig, SampleConfig, SandboxConfig
+from envs.evaluation.config import EvalConfig
 from policies.config import GenerationConfig, ModelConfig
 from policies.training.config import MergeConfig, TrainConfig
 from rewards.config import RewardConfig
@@ -48,6 +49,7 @@ class PipelineConfig(BaseModel):
     build: BuildConfig = Field(default_factory=BuildConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     merge: MergeConfig = Field(default_factory=MergeConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
 
 class ProfileError(ValueError):
