@@ -1,0 +1,281 @@
+"""The local training backend (``ftrl train --backend local``): TRL's ``GRPOTrainer`` on the training parquet.
+
+It trains one next turn per parquet row, as the paper does, with this project's reward
+(``rewards.trl``, which runs the generated calls in the sandbox and matches the sub-answers). It runs
+on a CPU with the tiny model and on one GPU with a real small model; the code path is the same.
+
+A run folder (``output_dir``) holds::
+
+    run.json          what the run trains: config, model, data digest (a restart must match it)
+    sft/              the optional warm start (its own checkpoints, metrics and model/)
+    checkpoints/      transformers' checkpoint-N folders; a restart resumes from the newest whole one
+    metrics.jsonl     one record per logging step (reward mean and std, per-reward means, KL, length)
+    metrics.png       the same records drawn
+    model/            the trained model (safetensors, tokenizer, chat template), written atomically
+
+Run it from a shell (what the kill-and-resume test does)::
+
+    python -m policies.training.local_backend --model runs/x/models/tiny \\
+        --parquet runs/x/parquet/train.parquet --out runs/x/checkpoints/grpo \\
+        --config-json '{"max_steps": 20, "sft": {"steps": 300}}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from envs.atomic import file_sha256
+from envs.convert import iter_training_rows
+from envs.schema import format_validation_error
+from policies.backends.base import BackendError
+from policies.parsing import get_parser
+from policies.training.metrics import GRPO_LAYOUT, MetricsCallback, keep_until, plot_metrics
+from policies.training.runs import (
+    CHECKPOINTS_DIR,
+    FINAL_MODEL_DIR,
+    check_manifest,
+    checked_model_dir,
+    latest_checkpoint,
+    resolve_use_cpu,
+    save_model_folder,
+    torch_threads,
+)
+from policies.training.sft import SFTConfig, envs_from_parquet, sft_warm_start
+from rewards.formulas import RewardKind
+
+__all__ = ["LocalTrainConfig", "LocalTrainResult", "train_local"]
+
+_logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "metrics.png"
+SFT_DIR = "sft"
+
+
+class LocalTrainConfig(BaseModel):
+    """GRPO with TRL; defaults suit the tiny model on a CPU.
+
+    One optimizer step trains on ``per_device_batch_size * gradient_accumulation_steps`` completions,
+    ``num_generations`` per prompt, so that product must be a multiple of ``num_generations``.
+    DESIGN.md measured that GRPO from a near-perfect warm start at LR 1e-4 damaged what SFT taught,
+    while 1e-5 was safe: keep the learning rate small and the KL term on.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float = Field(1e-5, gt=0, description="Constant learning rate of the policy.")
+    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt (GRPO's group).")
+    per_device_batch_size: int = Field(8, ge=1, description="Completions per forward pass.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Forward passes per optimizer step.")
+    max_steps: int = Field(20, ge=1, description="Optimizer steps.")
+    max_completion_length: int = Field(96, ge=1, description="Longest generated turn, in tokens.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (the paper uses 1.0).")
+    beta: float = Field(0.001, ge=0, description="KL coefficient to the starting model (paper: 0.001).")
+    reward_kind: RewardKind = Field("f1", description="Per-turn reward: Solve-F1, -P, -R (rate) or -PR.")
+    parser: str = Field(
+        "qwen2.5", description="Tool-call format the reward parses (policies.parsing.PARSERS)."
+    )
+    save_steps: int = Field(10, ge=1, description="Steps between checkpoints.")
+    save_total_limit: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
+    logging_steps: int = Field(1, ge=1, description="Steps between metric records.")
+    seed: int = Field(0, ge=0)
+    use_cpu: bool | None = Field(None, description="Train on the CPU; empty picks the GPU when there is one.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch; empty keeps its default."
+    )
+    sft: SFTConfig | None = Field(
+        None, description="Warm start on oracle trajectories first; empty skips it."
+    )
+
+    @field_validator("parser")
+    @classmethod
+    def _check_parser(cls, name: str) -> str:
+        get_parser(name)  # a miss raises ValueError listing the known names
+        return name
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> LocalTrainConfig:
+        batch = self.per_device_batch_size * self.gradient_accumulation_steps
+        if batch % self.num_generations:
+            raise ValueError(
+                f"per_device_batch_size * gradient_accumulation_steps ({self.per_device_batch_size} * "
+                f"{self.gradient_accumulation_steps} = {batch}) must be a multiple of num_generations "
+                f"({self.num_generations}): every prompt's group of completions goes into one step"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class LocalTrainResult:
+    """Where a finished run put things, how far it got, and the checkpoint it resumed from."""
+
+    final_model_dir: Path
+    checkpoints_dir: Path
+    metrics_path: Path
+    plot_path: Path
+    steps_done: int
+    resumed_from: str | None
+    sft_model_dir: Path | None
+
+
+def train_local(
+    config: LocalTrainConfig,
+    *,
+    model_path: str | Path,
+    train_parquet: str | Path,
+    output_dir: str | Path,
+    logger: logging.Logger | None = None,
+) -> LocalTrainResult:
+    """Train ``model_path`` with GRPO on ``train_parquet`` into ``output_dir`` (resuming what is there).
+
+    Inputs are checked before any model is loaded; each problem raises one line naming the file and
+    the reason: ``FileNotFoundError`` (no model folder, no parquet), ``BackendError`` (not a model
+    folder, no chat template), ``ValueError`` (a parquet of another schema version, one without rows
+    or with test-split rows, an output folder holding a run with other inputs).
+    """
+    log = logger or _logger
+    model_dir = checked_model_dir(model_path)
+    parquet = _checked_parquet(Path(train_parquet))
+    out = Path(output_dir)
+    check_manifest(
+        out,
+        {
+            "stage": "grpo",
+            "config": config.model_dump(),
+            "model": str(model_dir.resolve()),
+            "train_parquet_sha256": file_sha256(parquet),
+        },
+    )
+    sft_model = None
+    if config.sft is not None:
+        sft_model = sft_warm_start(
+            config.sft,
+            model_path=model_dir,
+            output_dir=out / SFT_DIR,
+            env_rows=envs_from_parquet(parquet),
+            logger=log,
+        )
+    checkpoints = out / CHECKPOINTS_DIR
+    resume = latest_checkpoint(checkpoints, log)
+    keep_until(out / METRICS_FILE, int(resume.name.rsplit("-", 1)[1]) if resume else 0)
+    if resume is not None:
+        log.info("GRPO resumes from %s", resume)
+    trainer = _grpo_trainer(config, sft_model or model_dir, parquet, out)
+    with torch_threads(config.torch_threads):
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    final = save_model_folder(trainer.model, trainer.processing_class, out / FINAL_MODEL_DIR)
+    plot = plot_metrics(out / METRICS_FILE, out / PLOT_FILE, GRPO_LAYOUT)
+    log.info("GRPO finished at step %d: %s", trainer.state.global_step, final)
+    return LocalTrainResult(
+        final_model_dir=final,
+        checkpoints_dir=checkpoints,
+        metrics_path=out / METRICS_FILE,
+        plot_path=plot,
+        steps_done=trainer.state.global_step,
+        resumed_from=str(resume) if resume else None,
+        sft_model_dir=sft_model,
+    )
+
+
+def _checked_parquet(path: Path) -> Path:
+    """A training parquet of this schema version, with rows, none of them of the test split."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such training parquet")
+    try:
+        splits = set(pq.read_table(path, columns=["split"]).column("split").to_pylist())
+    except Exception as error:  # pyarrow raises several types for a file that is not a parquet
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{path}: not a training parquet ({reason})") from None
+    if next(iter_training_rows(path, batch_rows=1), None) is None:  # checks the schema version too
+        raise ValueError(f"{path}: the training parquet has no rows")
+    if "test" in splits:
+        raise ValueError(
+            f"{path}: holds test-split rows, which are for evaluation only; convert with the train split only"
+        )
+    return path
+
+
+def _grpo_trainer(config: LocalTrainConfig, model_dir: Path, parquet: Path, out: Path) -> Any:
+    import torch
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from envs.convert import load_for_trl
+    from rewards.trl import make_reward_function
+
+    use_cpu = resolve_use_cpu(config.use_cpu)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    args = GRPOConfig(
+        output_dir=str(out / CHECKPOINTS_DIR),
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="constant",
+        num_generations=config.num_generations,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_steps=config.max_steps,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=config.beta,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        use_cpu=use_cpu,
+        bf16=not use_cpu and torch.cuda.is_bf16_supported(),
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    return GRPOTrainer(
+        model=str(model_dir),
+        reward_funcs=make_reward_function(config.reward_kind, config.parser),
+        args=args,
+        train_dataset=load_for_trl(parquet, tokenizer),
+        processing_class=tokenizer,
+        callbacks=[MetricsCallback(out / METRICS_FILE, GRPO_LAYOUT)],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: bad input ends in one ``error:`` line and exit status 2, as ``ftrl`` does."""
+    parser = argparse.ArgumentParser(
+        prog="python -m policies.training.local_backend", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--model", required=True, type=Path, help="Model folder to start from.")
+    parser.add_argument("--parquet", required=True, type=Path, help="Training parquet (ftrl convert).")
+    parser.add_argument("--out", required=True, type=Path, help="Run folder; an existing run is resumed.")
+    parser.add_argument("--config-json", default="{}", help="LocalTrainConfig fields as a JSON object.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = LocalTrainConfig.model_validate_json(args.config_json)
+    except ValidationError as error:
+        print(f"error: --config-json: {format_validation_error(error)}", file=sys.stderr)
+        return 2
+    try:
+        result = train_local(config, model_path=args.model, train_parquet=args.parquet, output_dir=args.out)
+    except (FileNotFoundError, ValueError, BackendError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    summary = {
+        "final_model_dir": str(result.final_model_dir),
+        "steps_done": result.steps_done,
+        "resumed_from": result.resumed_from,
+        "metrics_path": str(result.metrics_path),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
