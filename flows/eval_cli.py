@@ -29,8 +29,6 @@ from flows.errors import reports_user_errors
 from flows.options import Backend, ProfileOption, SetOption
 
 if TYPE_CHECKING:  # the rooms load only when a command runs, so `ftrl --help` stays fast
-    from policies.backends import GenerationBackend
-    from policies.config import GenerationConfig
     from tasks.profile import PipelineConfig
 
 analyze_app = typer.Typer(
@@ -170,13 +168,14 @@ def _eval_ftrl(
 ) -> None:
     from envs.evaluation.ftrl_eval import FtrlEvalSettings, check_sampling, evaluate_ftrl, selected_envs
     from envs.sandbox import SandboxPool
+    from tasks.model import backend_for, model_for_backend, sampling_params
 
     if split not in ("train", "test"):
         raise ValueError(f"--split must be train or test, got {split!r}")
     check_sampling(trials, temperature)  # mistakes fail before a model is built or loaded
     selected_envs(data, split)
     generation = config.generation
-    model = _model(config, generation.backend, model)
+    model = model_for_backend(config, generation.backend, model)
     settings = FtrlEvalSettings(
         split=split,  # type: ignore[arg-type]
         samples_per_env=trials,
@@ -185,8 +184,8 @@ def _eval_ftrl(
         chunk_episodes=config.sample.chunk_episodes,
         model=model,
     )
-    params = _params(generation, temperature, seed)
-    agent = _backend(config, generation.backend, model, generation.base_url)
+    params = sampling_params(generation, temperature, seed)
+    agent = backend_for(config, generation.backend, model, generation.base_url)
     with agent, SandboxPool(workers=config.sandbox.workers, limits=config.sandbox.limits()) as pool:
         report = evaluate_ftrl(data, out, agent, params, pool, settings, progress=progress)
     _echo_summary(report.summary, out)
@@ -208,24 +207,25 @@ def _eval_tau(
     from envs.evaluation.reports import load_summary, write_summary_markdown
     from envs.evaluation.tau_eval import evaluate_tau
     from envs.sandbox import SandboxPool
+    from tasks.model import backend_for, model_for_backend, sampling_params
 
     generation = config.generation
-    model = _model(config, generation.backend, model)
+    model = model_for_backend(config, generation.backend, model)
     user_backend, user_model, user_base_url, user_temperature = user
     user_backend = user_backend or generation.backend
     same_backend = user_backend == generation.backend
-    user_model = user_model or (model if same_backend else _model(config, user_backend, None))
+    user_model = user_model or (model if same_backend else model_for_backend(config, user_backend, None))
     user_base_url = user_base_url or (generation.base_url if same_backend else None)
-    agent = _backend(config, generation.backend, model, generation.base_url)
-    with agent, _backend(config, user_backend, user_model, user_base_url) as simulator:
+    agent = backend_for(config, generation.backend, model, generation.base_url)
+    with agent, backend_for(config, user_backend, user_model, user_base_url) as simulator:
         with SandboxPool(workers=config.sandbox.workers, limits=config.sandbox.limits()) as pool:
             report = evaluate_tau(
                 domain_dir,
                 tasks,
                 agent,
-                _params(generation, temperature, seed),
+                sampling_params(generation, temperature, seed),
                 simulator,
-                _params(generation, user_temperature, seed),
+                sampling_params(generation, user_temperature, seed),
                 pool,
                 trials=trials,
                 out_dir=out,
@@ -234,46 +234,6 @@ def _eval_tau(
     write_summary_markdown(out)
     _echo_summary(load_summary(out), out)
     typer.echo(f"({report.new_episodes} of {report.episodes} episodes played now, the rest resumed)")
-
-
-def _model(config: PipelineConfig, backend: str, model: str | None) -> str:
-    """The model a backend runs: as given, else the profile's folder or the tiny model (not for openai)."""
-    from tasks.model import resolve_model_folder
-
-    if model is not None:
-        return model
-    if backend == "openai":
-        raise ValueError("the openai backend needs the served model's name (--model, --user-model)")
-    return str(resolve_model_folder(config))
-
-
-def _params(generation: GenerationConfig, temperature: float, seed: int) -> Any:
-    from policies.backends import SamplingParams
-
-    return SamplingParams(
-        temperature=temperature,
-        top_p=generation.top_p,
-        max_new_tokens=generation.max_new_tokens,
-        seed=seed,
-        enable_thinking=generation.enable_thinking,
-    )
-
-
-def _backend(config: PipelineConfig, name: str, model: str, base_url: str | None) -> GenerationBackend:
-    from policies.backends import load_backend
-
-    generation = config.generation
-    return load_backend(
-        name,  # type: ignore[arg-type]
-        model,
-        parser=config.model.parser,
-        base_url=base_url,
-        api_key_env=generation.api_key_env,
-        batch_size=generation.batch_size,
-        max_concurrency=generation.max_concurrency,
-        timeout_s=generation.timeout_s,
-        max_retries=generation.max_retries,
-    )
 
 
 def _echo_summary(summary: dict[str, Any], out: Path) -> None:
