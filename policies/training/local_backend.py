@@ -32,22 +32,22 @@ from typing import Any
 
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from transformers import AutoTokenizer
 
 from envs.atomic import file_sha256
 from envs.convert import iter_training_rows
 from envs.schema import format_validation_error
 from policies.backends.base import BackendError
 from policies.parsing import get_parser
-from policies.training.metrics import GRPO_LAYOUT, MetricsCallback, keep_until, plot_metrics
+from policies.training.metrics import GRPO_LAYOUT, MetricsCallback, plot_metrics
 from policies.training.runs import (
     CHECKPOINTS_DIR,
     FINAL_MODEL_DIR,
     check_manifest,
     checked_model_dir,
-    latest_checkpoint,
     resolve_use_cpu,
+    run_trainer,
     save_model_folder,
-    torch_threads,
 )
 from policies.training.sft import SFTConfig, envs_from_parquet, sft_warm_start
 from rewards.formulas import RewardKind
@@ -164,24 +164,27 @@ def train_local(
             env_rows=envs_from_parquet(parquet),
             logger=log,
         )
-    checkpoints = out / CHECKPOINTS_DIR
-    resume = latest_checkpoint(checkpoints, log)
-    keep_until(out / METRICS_FILE, int(resume.name.rsplit("-", 1)[1]) if resume else 0)
-    if resume is not None:
-        log.info("GRPO resumes from %s", resume)
-    trainer = _grpo_trainer(config, sft_model or model_dir, parquet, out)
-    with torch_threads(config.torch_threads):
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    final = save_model_folder(trainer.model, trainer.processing_class, out / FINAL_MODEL_DIR)
+    start = sft_model or model_dir
+    tokenizer = AutoTokenizer.from_pretrained(start, local_files_only=True)
+    trained = run_trainer(
+        lambda: _grpo_trainer(config, start, tokenizer, parquet, out),
+        checkpoints_dir=out / CHECKPOINTS_DIR,
+        metrics_path=out / METRICS_FILE,
+        max_steps=config.max_steps,
+        threads=config.torch_threads,
+        label="GRPO",
+        logger=log,
+    )
+    final = save_model_folder(trained.model, tokenizer, out / FINAL_MODEL_DIR)
     plot = plot_metrics(out / METRICS_FILE, out / PLOT_FILE, GRPO_LAYOUT)
-    log.info("GRPO finished at step %d: %s", trainer.state.global_step, final)
+    log.info("GRPO finished at step %d: %s", trained.steps, final)
     return LocalTrainResult(
         final_model_dir=final,
-        checkpoints_dir=checkpoints,
+        checkpoints_dir=out / CHECKPOINTS_DIR,
         metrics_path=out / METRICS_FILE,
         plot_path=plot,
-        steps_done=trainer.state.global_step,
-        resumed_from=str(resume) if resume else None,
+        steps_done=trained.steps,
+        resumed_from=str(trained.resumed_from) if trained.resumed_from else None,
         sft_model_dir=sft_model,
     )
 
@@ -204,16 +207,14 @@ def _checked_parquet(path: Path) -> Path:
     return path
 
 
-def _grpo_trainer(config: LocalTrainConfig, model_dir: Path, parquet: Path, out: Path) -> Any:
+def _grpo_trainer(config: LocalTrainConfig, model_dir: Path, tokenizer: Any, parquet: Path, out: Path) -> Any:
     import torch
-    from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     from envs.convert import load_for_trl
     from rewards.trl import make_reward_function
 
     use_cpu = resolve_use_cpu(config.use_cpu)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     args = GRPOConfig(
         output_dir=str(out / CHECKPOINTS_DIR),
         learning_rate=config.learning_rate,

@@ -19,22 +19,26 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from envs.atomic import atomic_write_text
 from policies.backends.local import check_model_dir, load_tokenizer
+from policies.training.metrics import keep_until
 
 __all__ = [
     "CHECKPOINTS_DIR",
     "FINAL_MODEL_DIR",
     "MANIFEST_FILE",
+    "TrainedModel",
     "check_manifest",
     "checked_model_dir",
     "latest_checkpoint",
     "resolve_use_cpu",
+    "run_trainer",
     "save_model_folder",
     "torch_threads",
 ]
@@ -99,6 +103,47 @@ def latest_checkpoint(checkpoints_dir: Path, logger: logging.Logger) -> Path | N
         logger.warning("%s: incomplete checkpoint (cut short by a kill?); deleting it", path)
         shutil.rmtree(path)
     return None
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trainer's outcome: the model, the step it reached, and the checkpoint it resumed from."""
+
+    model: Any
+    steps: int
+    resumed_from: Path | None
+
+
+def run_trainer(
+    make_trainer: Callable[[], Any],
+    *,
+    checkpoints_dir: Path,
+    metrics_path: Path,
+    max_steps: int,
+    threads: int | None,
+    label: str,
+    logger: logging.Logger,
+) -> TrainedModel:
+    """Train from scratch, resume from the newest whole checkpoint, or take a checkpoint that is done.
+
+    The metrics file is cut back to the checkpoint's step first: the steps after it are trained (and
+    logged) again. A checkpoint already at ``max_steps`` is loaded rather than resumed, because
+    transformers, resumed at the last step, trains one step more than ``max_steps``.
+    """
+    resume = latest_checkpoint(checkpoints_dir, logger)
+    done = int(resume.name.rsplit("-", 1)[1]) if resume is not None else 0
+    keep_until(metrics_path, done)
+    if resume is not None and done >= max_steps:
+        from transformers import AutoModelForCausalLM
+
+        logger.info("%s already reached step %d: %s", label, done, resume)
+        return TrainedModel(AutoModelForCausalLM.from_pretrained(resume, local_files_only=True), done, resume)
+    if resume is not None:
+        logger.info("%s resumes from %s", label, resume)
+    trainer = make_trainer()
+    with torch_threads(threads):
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    return TrainedModel(trainer.model, trainer.state.global_step, resume)
 
 
 def _saved_step(checkpoint: Path) -> int | None:

@@ -41,16 +41,15 @@ from envs.schema import EnvRow
 from policies.backends import SamplingParams
 from policies.oracle import OraclePlan, OraclePolicy, PlannedCall, question_of
 from policies.rendering import render_prompt
-from policies.training.metrics import SFT_LAYOUT, MetricsCallback, keep_until, plot_metrics
+from policies.training.metrics import SFT_LAYOUT, MetricsCallback, plot_metrics
 from policies.training.runs import (
     CHECKPOINTS_DIR,
     FINAL_MODEL_DIR,
     check_manifest,
     checked_model_dir,
-    latest_checkpoint,
     resolve_use_cpu,
+    run_trainer,
     save_model_folder,
-    torch_threads,
 )
 
 __all__ = [
@@ -267,28 +266,30 @@ def sft_warm_start(
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    examples = oracle_examples(envs, tokenizer, logger=log)
-    if not examples:
-        raise ValueError(
-            "no oracle trajectory to train on: no train-split environment carries golden calls "
-            "(meta.sub_questions[*].call) that solve it"
-        )
-    log.info("SFT warm start: %d examples from %d environments", len(examples), len(envs))
-    trainer = _sft_trainer(config, model_dir, tokenizer, examples, out)
-    resume = latest_checkpoint(out / CHECKPOINTS_DIR, log)
-    keep_until(out / METRICS_FILE, _step_of(resume))
-    if resume is not None:
-        log.info("SFT warm start resumes from %s", resume)
-    with torch_threads(config.torch_threads):
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    save_model_folder(trainer.model, tokenizer, final)
+
+    def make_trainer() -> Any:
+        examples = oracle_examples(envs, tokenizer, logger=log)
+        if not examples:
+            raise ValueError(
+                "no oracle trajectory to train on: no train-split environment carries golden calls "
+                "(meta.sub_questions[*].call) that solve it"
+            )
+        log.info("SFT warm start: %d examples from %d environments", len(examples), len(envs))
+        return _sft_trainer(config, model_dir, tokenizer, examples, out)
+
+    trained = run_trainer(
+        make_trainer,
+        checkpoints_dir=out / CHECKPOINTS_DIR,
+        metrics_path=out / METRICS_FILE,
+        max_steps=config.steps,
+        threads=config.torch_threads,
+        label="SFT warm start",
+        logger=log,
+    )
+    save_model_folder(trained.model, tokenizer, final)
     plot_metrics(out / METRICS_FILE, out / PLOT_FILE, SFT_LAYOUT)
-    log.info("SFT warm start finished after %d steps: %s", trainer.state.global_step, final)
+    log.info("SFT warm start finished after %d steps: %s", trained.steps, final)
     return final
-
-
-def _step_of(checkpoint: Path | None) -> int:
-    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else 0
 
 
 def _sft_trainer(

@@ -405,6 +405,12 @@ def test_three_grpo_steps_after_a_short_warm_start(
     assert {"model.safetensors", "tokenizer.json", "chat_template.jinja", "generation_config.json"} <= {
         p.name for p in result.final_model_dir.iterdir()
     }
+    # a finished run, started again, trains no further (transformers would run a step past max_steps)
+    again = train_local(
+        config, model_path=tiny_compact_model_dir, train_parquet=oracle_parquet, output_dir=out
+    )
+    assert (again.steps_done, again.resumed_from) == (3, str(result.checkpoints_dir / "checkpoint-3"))
+    assert read_metrics(result.metrics_path) == records
     with pytest.raises(ValueError, match="holds a run with a different config; rerun with the same inputs"):
         train_local(
             config.model_copy(update={"max_steps": 4}),
