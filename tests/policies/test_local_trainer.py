@@ -150,6 +150,16 @@ def test_envs_from_parquet_gives_back_the_fresh_environments(oracle_parquet: Pat
     ]
 
 
+def test_sft_without_golden_calls_says_so(tmp_path: Path, tiny_compact_model_dir: Path) -> None:
+    bare = [with_meta(env, {}) for env in numbered_variants(2)]
+    with pytest.raises(
+        ValueError, match=re.escape("no oracle trajectory to train on: no train-split environment")
+    ):
+        sft_warm_start(SFTConfig(), model_path=tiny_compact_model_dir, output_dir=tmp_path, env_rows=bare)
+    with pytest.raises(ValueError, match="needs exactly one of env_rows and envs_file"):
+        sft_warm_start(SFTConfig(), model_path=tiny_compact_model_dir, output_dir=tmp_path)
+
+
 # --- metrics ---------------------------------------------------------------------------------------
 
 
