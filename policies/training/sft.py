@@ -4,9 +4,9 @@ GRPO learns only from differences between samples; a model that never writes a `
 the same reward for every sample and no signal at all. So the local backend can first fine-tune on
 what a perfect policy does in the training environments:
 
-1. the golden calls recorded in each environment's ``meta`` become an ``OraclePlan``, one turn per
-   dependency layer (independent sub-questions are called together, a multi-hop step waits for the
-   output it needs);
+1. the golden calls recorded in each environment's ``meta`` become an ``OraclePlan``
+   (``envs.verify.oracle_plan``: one turn per dependency layer, so independent sub-questions are
+   called together and a multi-hop step waits for the output it needs);
 2. the oracle plays that plan through the real episode loop and sandbox (``envs.episode``), so the
    tool outputs in the transcripts are what the tools really return;
 3. every assistant turn of a solved episode becomes one prompt/completion pair: the prompt is the
@@ -38,8 +38,9 @@ from envs.episode import EpisodeRunner, EpisodeSpec
 from envs.jsonl import iter_rows
 from envs.sandbox import SandboxPool, default_pool
 from envs.schema import EnvRow
+from envs.verify import MetaError, oracle_plan
 from policies.backends import SamplingParams
-from policies.oracle import OraclePlan, OraclePolicy, PlannedCall, question_of
+from policies.oracle import OraclePlan, OraclePolicy, question_of
 from policies.rendering import render_prompt
 from policies.training.metrics import SFT_LAYOUT, MetricsCallback, plot_metrics
 from policies.training.runs import (
@@ -56,7 +57,6 @@ __all__ = [
     "SFTConfig",
     "envs_from_parquet",
     "oracle_examples",
-    "oracle_plan",
     "sft_warm_start",
 ]
 
@@ -90,32 +90,6 @@ class SFTConfig(BaseModel):
     )
 
 
-def oracle_plan(env: EnvRow) -> OraclePlan | None:
-    """The golden calls of ``env``'s meta, one turn per dependency layer; ``None`` without golden calls.
-
-    A sub-question's layer is one more than the deepest layer it depends on, so parallel
-    sub-questions share a turn and each multi-hop step comes after the output it needs. The final turn
-    answers with ``env.answer``, which the per-turn reward looks for.
-    """
-    sub_questions = env.meta_dict().get("sub_questions") or []
-    if not sub_questions or not all(isinstance(sub.get("call"), dict) for sub in sub_questions):
-        return None
-    layer_of: dict[str, int] = {}
-    for sub in sub_questions:
-        missing = [dep for dep in sub.get("depends_on", []) if dep not in layer_of]
-        if missing:
-            raise ValueError(
-                f"environment {env.env_id}: meta sub-question {sub.get('id')!r} depends on {missing}, "
-                "which no earlier sub-question defines"
-            )
-        layer_of[sub["id"]] = 1 + max((layer_of[dep] for dep in sub.get("depends_on", [])), default=-1)
-    turns: list[list[PlannedCall]] = [[] for _ in range(max(layer_of.values()) + 1)]
-    for sub in sub_questions:
-        call = sub["call"]
-        turns[layer_of[sub["id"]]].append(PlannedCall(call["name"], dict(call.get("arguments") or {})))
-    return OraclePlan(turns=tuple(tuple(turn) for turn in turns), answer=env.answer)
-
-
 def oracle_examples(
     envs: Iterable[EnvRow],
     tokenizer: Any,
@@ -133,7 +107,7 @@ def oracle_examples(
     specs: list[EpisodeSpec] = []
     skipped = {"test split": 0, "no golden calls": 0, "repeated question": 0}
     for env in envs:
-        plan = oracle_plan(env) if env.split == "train" else None
+        plan = _plan(env) if env.split == "train" else None
         question = question_of(env.messages)
         if env.split != "train":
             skipped["test split"] += 1
@@ -175,6 +149,13 @@ def oracle_examples(
             continue
         examples.extend(_turn_examples(tokenizer, state.messages, state.spec.tools))
     return examples
+
+
+def _plan(env: EnvRow) -> OraclePlan | None:
+    try:
+        return oracle_plan(env)
+    except MetaError as error:
+        raise ValueError(f"environment {env.env_id}: {error}") from None
 
 
 def _turn_examples(

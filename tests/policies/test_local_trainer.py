@@ -17,14 +17,15 @@ import torch
 from pydantic import ValidationError
 
 from envs.convert import convert_trajectories
-from envs.examples import load_examples, numbered_variants
+from envs.examples import numbered_variants
 from envs.jsonl import write_rows
 from envs.sampling import SampleSettings, sample_trajectories
 from envs.sandbox import default_pool
 from envs.schema import EnvRow
+from envs.verify import oracle_plan
 from policies.backends import Conversation, SamplingParams
 from policies.backends.base import BackendError
-from policies.oracle import OraclePlan, OraclePolicy, question_of
+from policies.oracle import OraclePolicy, question_of
 from policies.training.local_backend import LocalTrainConfig, main, train_local
 from policies.training.metrics import (
     GRPO_LAYOUT,
@@ -36,11 +37,10 @@ from policies.training.metrics import (
     read_metrics,
 )
 from policies.training.runs import latest_checkpoint, save_model_folder
-from policies.training.sft import SFTConfig, envs_from_parquet, oracle_examples, oracle_plan, sft_warm_start
+from policies.training.sft import SFTConfig, envs_from_parquet, oracle_examples, sft_warm_start
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SINGLE, PARALLEL, MULTI = load_examples()
 #: A GRPO run small enough for well under a CPU second a step: 2 prompts x 2 completions of <= 24 tokens.
 #: One torch thread: on a busy 2-core machine two threads waiting on each other are several times slower.
 TINY_GRPO = {
@@ -76,42 +76,8 @@ def oracle_parquet(envs_file: Path) -> Path:
 # --- oracle plans and SFT examples -----------------------------------------------------------------
 
 
-def calls(plan: OraclePlan) -> list[list[tuple[str, dict]]]:
-    return [[(call.name, call.arguments) for call in turn] for turn in plan.turns]
-
-
 def with_meta(env: EnvRow, meta: dict) -> EnvRow:
     return EnvRow(**{**env.model_dump(), "meta": json.dumps(meta)})
-
-
-def test_oracle_plan_has_one_turn_per_dependency_layer() -> None:
-    assert calls(oracle_plan(SINGLE)) == [[("get_country_capital", {"iso_code": "FR"})]]
-    assert calls(oracle_plan(PARALLEL)) == [
-        [("get_city_population", {"city": "Oslo"}), ("get_city_population", {"city": "Lima"})]
-    ]
-    assert calls(oracle_plan(MULTI)) == [
-        [("find_landmark_country", {"landmark": "the Louvre"})],
-        [("get_currency", {"country": "France"})],
-    ]
-    assert oracle_plan(MULTI).answer == "Euro"
-
-    def sub(id_: str, name: str, *deps: str) -> dict:
-        return {"id": id_, "answer": "x", "depends_on": list(deps), "call": {"name": name, "arguments": {}}}
-
-    mixed = with_meta(
-        SINGLE,
-        {"sub_questions": [sub("q1", "a"), sub("q2", "b"), sub("q3", "c", "q1"), sub("q4", "d", "q3", "q2")]},
-    )
-    assert calls(oracle_plan(mixed)) == [[("a", {}), ("b", {})], [("c", {})], [("d", {})]]
-
-
-def test_oracle_plan_without_golden_calls_is_none_and_a_dangling_dependency_is_an_error() -> None:
-    assert oracle_plan(with_meta(SINGLE, {})) is None
-    no_call = {"sub_questions": [{"id": "q1", "answer": "Paris", "depends_on": []}]}
-    assert oracle_plan(with_meta(SINGLE, no_call)) is None
-    dangling = {"sub_questions": [{"id": "q1", "depends_on": ["q9"], "call": {"name": "f", "arguments": {}}}]}
-    with pytest.raises(ValueError, match=re.escape("sub-question 'q1' depends on ['q9'], which no earlier")):
-        oracle_plan(with_meta(SINGLE, dangling))
 
 
 def test_oracle_examples_are_the_rendered_turns_of_solved_episodes(tiny_compact_model_dir: Path) -> None:
@@ -156,6 +122,13 @@ def test_sft_without_golden_calls_says_so(tmp_path: Path, tiny_compact_model_dir
         ValueError, match=re.escape("no oracle trajectory to train on: no train-split environment")
     ):
         sft_warm_start(SFTConfig(), model_path=tiny_compact_model_dir, output_dir=tmp_path, env_rows=bare)
+    broken = with_meta(numbered_variants(1)[0], {"sub_questions": [{"id": "q1", "call": {"name": "f"}}]})
+    with pytest.raises(
+        ValueError, match=re.escape(f"environment {broken.env_id}: meta.sub_questions[0].answer")
+    ):
+        sft_warm_start(
+            SFTConfig(), model_path=tiny_compact_model_dir, output_dir=tmp_path / "b", env_rows=[broken]
+        )
     with pytest.raises(ValueError, match="needs exactly one of env_rows and envs_file"):
         sft_warm_start(SFTConfig(), model_path=tiny_compact_model_dir, output_dir=tmp_path)
 
