@@ -64,12 +64,15 @@ def train_with_verl(
 def train_locally(
     config: PipelineConfig, train_parquet: Path, out_dir: Path, model: str | None, logger: logging.Logger
 ) -> LocalTrainResult:
-    local = config.train.local.model_copy(
-        update={"reward_kind": config.reward.kind, "parser": config.model.parser}
-    )
     model_path = Path(model) if model else resolve_model_folder(config)
     return train_local(
-        local, model_path=model_path, train_parquet=train_parquet, output_dir=out_dir, logger=logger
+        config.train.local,
+        model_path=model_path,
+        train_parquet=train_parquet,
+        output_dir=out_dir,
+        reward_kind=config.reward.kind,
+        parser=config.model.parser,
+        logger=logger,
     )
 
 

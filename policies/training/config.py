@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from policies.training.local_backend import LocalTrainConfig
 from policies.training.merge import MergeConfig
@@ -23,17 +23,3 @@ class TrainConfig(BaseModel):
     )
     local: LocalTrainConfig = Field(default_factory=LocalTrainConfig)
     verl: VerlConfig = Field(default_factory=VerlConfig)
-
-    @model_validator(mode="after")
-    def _one_source_of_truth(self) -> TrainConfig:
-        """Training must parse and score turns exactly as sampling did, so those come from the
-        profile's `model.parser` and `reward.kind`, never from a second copy here."""
-        owned = {"reward_kind": "reward.kind", "parser": "model.parser"}
-        clashes = [
-            f"local.{key} (set {where} instead)"
-            for key, where in owned.items()
-            if key in self.local.model_fields_set
-        ]
-        if clashes:
-            raise ValueError(f"not a training setting: {', '.join(clashes)}")
-        return self

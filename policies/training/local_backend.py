@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from transformers import AutoTokenizer
 
 from envs.atomic import file_sha256
@@ -51,6 +51,7 @@ from policies.training.runs import (
 )
 from policies.training.sft import SFTConfig, envs_from_parquet, sft_warm_start
 from rewards.formulas import RewardKind
+from rewards.trl import make_reward_function
 
 __all__ = ["LocalTrainConfig", "LocalTrainResult", "train_local"]
 
@@ -80,10 +81,6 @@ class LocalTrainConfig(BaseModel):
     max_completion_length: int = Field(96, ge=1, description="Longest generated turn, in tokens.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature (the paper uses 1.0).")
     beta: float = Field(0.001, ge=0, description="KL coefficient to the starting model (paper: 0.001).")
-    reward_kind: RewardKind = Field("f1", description="Per-turn reward: Solve-F1, -P, -R (rate) or -PR.")
-    parser: str = Field(
-        "qwen2.5", description="Tool-call format the reward parses (policies.parsing.PARSERS)."
-    )
     save_steps: int = Field(10, ge=1, description="Steps between checkpoints.")
     save_total_limit: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
     logging_steps: int = Field(1, ge=1, description="Steps between metric records.")
@@ -95,12 +92,6 @@ class LocalTrainConfig(BaseModel):
     sft: SFTConfig | None = Field(
         None, description="Warm start on oracle trajectories first; empty skips it."
     )
-
-    @field_validator("parser")
-    @classmethod
-    def _check_parser(cls, name: str) -> str:
-        get_parser(name)  # a miss raises ValueError listing the known names
-        return name
 
     @model_validator(mode="after")
     def _check_groups(self) -> LocalTrainConfig:
@@ -133,9 +124,14 @@ def train_local(
     model_path: str | Path,
     train_parquet: str | Path,
     output_dir: str | Path,
+    reward_kind: RewardKind = "f1",
+    parser: str = "qwen2.5",
     logger: logging.Logger | None = None,
 ) -> LocalTrainResult:
     """Train ``model_path`` with GRPO on ``train_parquet`` into ``output_dir`` (resuming what is there).
+
+    ``reward_kind`` and ``parser`` are not settings of this trainer but of the run: the reward must
+    parse and score turns exactly as sampling did (the profile's ``reward.kind``, ``model.parser``).
 
     Inputs are checked before any model is loaded; each problem raises one line naming the file and
     the reason: ``FileNotFoundError`` (no model folder, no parquet), ``BackendError`` (not a model
@@ -143,6 +139,7 @@ def train_local(
     or with test-split rows, an output folder holding a run with other inputs).
     """
     log = logger or _logger
+    get_parser(parser)  # an unknown name fails here, listing the known ones
     model_dir = checked_model_dir(model_path)
     parquet = _checked_parquet(Path(train_parquet))
     out = Path(output_dir)
@@ -151,6 +148,7 @@ def train_local(
         {
             "stage": "grpo",
             "config": config.model_dump(),
+            "reward": {"kind": reward_kind, "parser": parser},
             "model": str(model_dir.resolve()),
             "train_parquet_sha256": file_sha256(parquet),
         },
@@ -167,7 +165,9 @@ def train_local(
     start = sft_model or model_dir
     tokenizer = AutoTokenizer.from_pretrained(start, local_files_only=True)
     trained = run_trainer(
-        lambda: _grpo_trainer(config, start, tokenizer, parquet, out),
+        lambda: _grpo_trainer(
+            config, start, tokenizer, parquet, out, make_reward_function(reward_kind, parser)
+        ),
         checkpoints_dir=out / CHECKPOINTS_DIR,
         metrics_path=out / METRICS_FILE,
         max_steps=config.max_steps,
@@ -207,12 +207,13 @@ def _checked_parquet(path: Path) -> Path:
     return path
 
 
-def _grpo_trainer(config: LocalTrainConfig, model_dir: Path, tokenizer: Any, parquet: Path, out: Path) -> Any:
+def _grpo_trainer(
+    config: LocalTrainConfig, model_dir: Path, tokenizer: Any, parquet: Path, out: Path, reward: Any
+) -> Any:
     import torch
     from trl import GRPOConfig, GRPOTrainer
 
     from envs.convert import load_for_trl
-    from rewards.trl import make_reward_function
 
     use_cpu = resolve_use_cpu(config.use_cpu)
     args = GRPOConfig(
@@ -239,7 +240,7 @@ def _grpo_trainer(config: LocalTrainConfig, model_dir: Path, tokenizer: Any, par
     )
     return GRPOTrainer(
         model=str(model_dir),
-        reward_funcs=make_reward_function(config.reward_kind, config.parser),
+        reward_funcs=reward,
         args=args,
         train_dataset=load_for_trl(parquet, tokenizer),
         processing_class=tokenizer,
@@ -256,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parquet", required=True, type=Path, help="Training parquet (ftrl convert).")
     parser.add_argument("--out", required=True, type=Path, help="Run folder; an existing run is resumed.")
     parser.add_argument("--config-json", default="{}", help="LocalTrainConfig fields as a JSON object.")
+    parser.add_argument("--reward-kind", default="f1", choices=["f1", "precision", "rate", "pr"])
+    parser.add_argument("--parser", default="qwen2.5", help="Tool-call format the reward parses.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
@@ -264,7 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --config-json: {format_validation_error(error)}", file=sys.stderr)
         return 2
     try:
-        result = train_local(config, model_path=args.model, train_parquet=args.parquet, output_dir=args.out)
+        result = train_local(
+            config,
+            model_path=args.model,
+            train_parquet=args.parquet,
+            output_dir=args.out,
+            reward_kind=args.reward_kind,
+            parser=args.parser,
+        )
     except (FileNotFoundError, ValueError, BackendError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
