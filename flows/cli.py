@@ -18,6 +18,7 @@ from flows.envs_cli import envs_app
 from flows.errors import reports_user_errors
 from flows.eval_cli import analyze_app, eval_command
 from flows.options import Backend, ProfileOption, SetOption
+from flows.run_cli import run_command
 from flows.server_cli import deploy, ui, worker
 from flows.train_cli import merge_command, train_command
 from tasks.profile import PipelineConfig, load_profile
@@ -42,6 +43,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(envs_app, name="envs")
 app.add_typer(analyze_app, name="analyze")
 app.command("eval")(eval_command)
+app.command("run")(run_command)
 app.command("train")(train_command)
 app.command("merge")(merge_command)
 app.command("ui")(ui)

@@ -1,0 +1,92 @@
+"""`ftrl run`: the full run on the embedded Prefect server, with nothing to set up.
+
+    ftrl run --config configs/smoke.yaml
+    ftrl run --config configs/cpu-demo.yaml --run-dir runs/try-2 --iterations 2 --sample-shards 2
+    ftrl run --config configs/smoke.yaml --set train.local.max_steps=8   # reruns train, merge, eval, report
+
+Without `PREFECT_API_URL` Prefect starts a temporary local server for the run (SQLite under
+`PREFECT_HOME`); with it, the run is recorded on that server and shows in its UI. Results (and so
+the cache) live in the run directory's `.prefect-results`: the same command again finishes with
+every stage `Cached`, and after a failure it reruns only the stages that had not completed.
+
+The command ends with one line per stage, `STAGE: STATE` (Prefect's final state: `Completed`,
+`Cached`, `Failed`, or `NotReady` when an input failed), then where the report is. Exit status 0
+when the run completed, 1 when a stage failed, 2 for a bad profile or option.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from flows.errors import reports_user_errors
+from flows.options import SetOption
+from tasks.profile import RunConfig, load_profile
+
+#: Loggers whose records join the run's log in Prefect: the rooms log through stdlib `logging`.
+EXTRA_LOGGERS = "envs,policies,rewards,tasks"
+
+
+@reports_user_errors
+def run_command(
+    config: Annotated[
+        Path, typer.Option("--config", "--profile", "-p", help="YAML run profile, e.g. configs/smoke.yaml.")
+    ],
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Run directory; default: the profile's run.root/run.name. Caches live in it."),
+    ] = None,
+    iterations: Annotated[int, typer.Option(min=1, help="Sample → train → merge rounds.")] = 1,
+    sample_shards: Annotated[int, typer.Option(min=1, help="Parallel sampling tasks per iteration.")] = 1,
+    eval_shards: Annotated[int, typer.Option(min=1, help="Parallel evaluation tasks per model.")] = 1,
+    retries: Annotated[int, typer.Option(min=0, help="Retries of a stage after a transient failure.")] = 2,
+    retry_delay: Annotated[
+        float, typer.Option(min=0.0, help="Seconds before the first retry; doubles for each next one.")
+    ] = 10.0,
+    set_: SetOption = None,
+) -> None:
+    """Run the whole pipeline: build environments, sample, convert, train, merge (per iteration), then
+    evaluate the base model and every iteration and write the comparison report."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", EXTRA_LOGGERS)
+    from flows.binding import RetryPolicy, StageFailed
+    from flows.pipeline import RunPlan, RunResult, check_run, full_run
+
+    profile = load_profile(config, set_ or [])
+    if run_dir is not None:
+        profile = profile.model_copy(update={"run": _run_config(run_dir)})
+    check_run(profile)
+    plan = RunPlan(
+        iterations=iterations,
+        sample_shards=sample_shards,
+        eval_shards=eval_shards,
+        retry=RetryPolicy(retries=retries, delay_s=retry_delay),
+    )
+    state = full_run(profile, plan, return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, RunResult | StageFailed):
+        for stage in outcome.stages:
+            typer.echo(f"{stage.name}: {stage.state}")
+    if isinstance(outcome, RunResult):
+        typer.echo(f"report: {outcome.report_file}")
+        return
+    if isinstance(outcome, ValueError | FileNotFoundError):
+        raise outcome  # a user mistake found inside the flow: one error line, exit 2
+    typer.echo(f"run failed: {outcome}", err=True)
+    raise typer.Exit(code=1)
+
+
+def _run_config(run_dir: Path) -> RunConfig:
+    """The profile's `run` section for `--run-dir`: its parent is the root, its name the run's name."""
+    run_dir = run_dir.expanduser().resolve()
+    try:
+        return RunConfig(name=run_dir.name, root=run_dir.parent)
+    except ValidationError:
+        raise ValueError(
+            f"--run-dir {run_dir}: the folder's name must start with a letter or digit and hold only "
+            "letters, digits, '.', '_' and '-'"
+        ) from None
