@@ -13,31 +13,23 @@ A run folder (``output_dir``) holds::
     metrics.png       the same records drawn
     model/            the trained model (safetensors, tokenizer, chat template), written atomically
 
-Run it from a shell (what the kill-and-resume test does)::
-
-    python -m policies.training.local_backend --model runs/x/models/tiny \\
-        --parquet runs/x/parquet/train.parquet --out runs/x/checkpoints/grpo \\
-        --config-json '{"max_steps": 20, "sft": {"steps": 300}}'
+From a shell: ``ftrl train --backend local --data runs/x/parquet/train.parquet --out runs/x/grpo``
+with the profile's ``train.local`` section (``--set train.local.max_steps=20``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import AutoTokenizer
 
 from envs.atomic import file_sha256
 from envs.convert import iter_training_rows
-from envs.schema import format_validation_error
-from policies.backends.base import BackendError
 from policies.parsing import get_parser
 from policies.training.metrics import GRPO_LAYOUT, MetricsCallback, plot_metrics
 from policies.training.runs import (
@@ -246,47 +238,3 @@ def _grpo_trainer(
         processing_class=tokenizer,
         callbacks=[MetricsCallback(out / METRICS_FILE, GRPO_LAYOUT)],
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry: bad input ends in one ``error:`` line and exit status 2, as ``ftrl`` does."""
-    parser = argparse.ArgumentParser(
-        prog="python -m policies.training.local_backend", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--model", required=True, type=Path, help="Model folder to start from.")
-    parser.add_argument("--parquet", required=True, type=Path, help="Training parquet (ftrl convert).")
-    parser.add_argument("--out", required=True, type=Path, help="Run folder; an existing run is resumed.")
-    parser.add_argument("--config-json", default="{}", help="LocalTrainConfig fields as a JSON object.")
-    parser.add_argument("--reward-kind", default="f1", choices=["f1", "precision", "rate", "pr"])
-    parser.add_argument("--parser", default="qwen2.5", help="Tool-call format the reward parses.")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        config = LocalTrainConfig.model_validate_json(args.config_json)
-    except ValidationError as error:
-        print(f"error: --config-json: {format_validation_error(error)}", file=sys.stderr)
-        return 2
-    try:
-        result = train_local(
-            config,
-            model_path=args.model,
-            train_parquet=args.parquet,
-            output_dir=args.out,
-            reward_kind=args.reward_kind,
-            parser=args.parser,
-        )
-    except (FileNotFoundError, ValueError, BackendError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    summary = {
-        "final_model_dir": str(result.final_model_dir),
-        "steps_done": result.steps_done,
-        "resumed_from": result.resumed_from,
-        "metrics_path": str(result.metrics_path),
-    }
-    print(json.dumps(summary))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

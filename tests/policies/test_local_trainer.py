@@ -26,7 +26,7 @@ from envs.verify import oracle_plan
 from policies.backends import Conversation, SamplingParams
 from policies.backends.base import BackendError
 from policies.oracle import OraclePolicy, question_of
-from policies.training.local_backend import LocalTrainConfig, main, train_local
+from policies.training.local_backend import LocalTrainConfig, train_local
 from policies.training.metrics import (
     GRPO_LAYOUT,
     SFT_LAYOUT,
@@ -321,24 +321,22 @@ def test_config_errors_name_the_fields() -> None:
         LocalTrainConfig(parser="qwen2.5")  # the run's model.parser, never a trainer setting
 
 
-def test_command_line_reports_user_errors_in_one_line(
-    tmp_path: Path, oracle_parquet: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    args = [
-        "--model",
-        str(tmp_path / "absent"),
-        "--parquet",
-        str(oracle_parquet),
-        "--out",
-        str(tmp_path / "o"),
-    ]
-    assert main([*args, "--config-json", '{"max_steps": 0}']) == 2
-    assert (
-        capsys.readouterr().err
-        == "error: --config-json: field 'max_steps': Input should be greater than or equal to 1 (got 0)\n"
+def test_command_line_reports_user_errors_in_one_line(tmp_path: Path, oracle_parquet: Path) -> None:
+    args = ["--data", str(oracle_parquet), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "absent")]
+    bad_config = _ftrl_train(args + ["--set", "train.local.max_steps=0"])
+    assert bad_config.returncode == 2
+    assert bad_config.stderr == (
+        "error: profile defaults: 1 problem(s)\n"
+        "  train.local.max_steps: Input should be greater than or equal to 1 (got 0)\n"
     )
-    assert main(args) == 2
-    assert capsys.readouterr().err == f"error: {tmp_path / 'absent'}: model folder does not exist\n"
+    missing = _ftrl_train(args)
+    assert missing.returncode == 2
+    assert missing.stderr == f"error: {tmp_path / 'absent'}: model folder does not exist\n"
+
+
+def _ftrl_train(args: list[str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "flows.cli", "train", "--backend", "local", *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 # --- training --------------------------------------------------------------------------------------
@@ -400,9 +398,11 @@ def test_three_grpo_steps_after_a_short_warm_start(
 
 
 def _train_in_subprocess(model: Path, parquet: Path, out: Path, config: dict) -> subprocess.Popen[str]:
+    """`ftrl train --backend local`, the command a user runs, with `config` as train.local overrides."""
+    overrides = [arg for key, value in config.items() for arg in ("--set", f"train.local.{key}={value}")]
     command = [
-        sys.executable, "-m", "policies.training.local_backend", "--model", str(model),
-        "--parquet", str(parquet), "--out", str(out), "--config-json", json.dumps(config),
+        sys.executable, "-m", "flows.cli", "train", "--backend", "local", "--model", str(model),
+        "--data", str(parquet), "--out", str(out), *overrides,
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -429,11 +429,12 @@ def test_a_killed_run_resumes_from_its_checkpoint(
     resumed = _train_in_subprocess(tiny_compact_model_dir, oracle_parquet, out, config)
     stdout, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr[-3000:]
-    summary = json.loads(stdout.strip().splitlines()[-1])
-    resumed_step = int(summary["resumed_from"].rsplit("-", 1)[1])
+    summary = re.search(r"trained (\d+) steps, resumed from .*checkpoint-(\d+); model -> ", stdout)
+    assert summary is not None, stdout[-3000:]
+    steps_done, resumed_step = int(summary[1]), int(summary[2])
     assert 2 <= resumed_step < 6 and resumed_step <= len(before) <= resumed_step + 1
-    assert summary["steps_done"] == 6
-    assert f"GRPO resumes from {out / 'checkpoints' / f'checkpoint-{resumed_step}'}" in stderr
+    assert steps_done == 6
+    assert f"GRPO resumes from {out / 'checkpoints' / f'checkpoint-{resumed_step}'}" in stdout
     records = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert records[:resumed_step] == before[:resumed_step]  # the steps before the kill are kept as logged
