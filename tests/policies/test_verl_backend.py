@@ -29,7 +29,7 @@ from policies.training.verl_backend import (
     launch,
     verl_command,
 )
-from tasks.profile import PipelineConfig
+from tasks.profile import PipelineConfig, load_profile
 
 REPO = Path(__file__).resolve().parents[2]
 #: profile → (adv_estimator, max_response_length, enable_thinking, parser), from the paper's scripts.
@@ -55,10 +55,9 @@ def verl_profiles() -> list[Path]:
 
 
 def load_verl_profile(path: Path) -> tuple[PipelineConfig, VerlConfig]:
-    """The profile's other sections as the pipeline validates them, and its `train.verl` section."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    train = data.pop("train")
-    return PipelineConfig.model_validate(data), VerlConfig.model_validate(train["verl"])
+    """The whole profile as the pipeline validates it, and its `train.verl` section."""
+    pipeline = load_profile(path)
+    return pipeline, pipeline.train.verl
 
 
 def make_run(folder: Path, pipeline: PipelineConfig, **changes: Any) -> VerlRun:
@@ -87,13 +86,20 @@ def resolved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
     from policies.verl_agent_loop import write_agent_loop_config
 
     runs = {}
-    for path in verl_profiles():
+    for path in sorted((REPO / "configs").glob("*.yaml")):  # every profile, whatever trainer it picks
         pipeline, config = load_verl_profile(path)
         run = make_run(tmp_path_factory.mktemp(path.stem), pipeline)
         write_agent_loop_config(run.agent_loop_config)
         runs[path.name] = (run, config)
     with ThreadPoolExecutor(max_workers=3) as pool:
         yield {name: (run, pool.submit(dry_run, config, run)) for name, (run, config) in runs.items()}
+
+
+@pytest.mark.slow
+def test_every_profile_passes_the_dry_run(resolved: dict[str, tuple[VerlRun, Future[str]]]) -> None:
+    assert set(resolved) == {path.name for path in (REPO / "configs").glob("*.yaml")}
+    for name, (_, future) in resolved.items():
+        assert "adv_estimator" in future.result(), name
 
 
 def test_the_paper_profiles_are_the_verl_profiles() -> None:
