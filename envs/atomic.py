@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,3 +73,24 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def swap_in_folder(staging: Path, out_dir: Path) -> None:
+    """Move a finished folder to `out_dir`, replacing a folder there without a moment of absence.
+
+    An old folder is renamed aside first and deleted after, and put back if the swap fails, so
+    `out_dir` always holds either the old or the new folder whole. `staging` must sit beside
+    `out_dir` (same filesystem) for the renames to be atomic.
+    """
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".replaced", dir=out_dir.parent))
+    out_dir.rename(trash / "old")
+    try:
+        staging.rename(out_dir)
+    except BaseException:
+        (trash / "old").rename(out_dir)
+        raise
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)

@@ -29,11 +29,12 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from envs.chunks import batched
 from envs.episode import EpisodeRunner, EpisodeSpec
 from envs.jsonl import RowError, iter_numbered
 from envs.sandbox import SandboxPool, ToolCallRequest, ToolResult
@@ -594,7 +595,7 @@ def validate_file(
         rejected[reason] += 1
         report.rejected_rows.append(RejectedRow(line, env_id, reason, detail))
 
-    for chunk in _chunks(iter_numbered(path), batch):
+    for chunk in batched(iter_numbered(path), batch):
         rows = [(line, item) for line, item in chunk if isinstance(item, EnvRow)]
         verdicts = iter(verifier.verify([row for _, row in rows]))
         for line, item in chunk:
@@ -614,14 +615,3 @@ def validate_file(
     report.rejected = dict(sorted(rejected.items()))
     report.oracle_solve_rate = sum(solve_rates) / len(solve_rates) if solve_rates else None
     return report
-
-
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

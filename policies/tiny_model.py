@@ -33,6 +33,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from envs.atomic import swap_in_folder
+
 TemplateName = Literal["qwen2.5", "compact"]
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -204,20 +206,9 @@ def _check_replaceable(out_dir: Path) -> None:
 
 
 def _move_into_place(staging: Path, out_dir: Path) -> None:
-    """Swap the finished folder in; a replaced build is renamed aside first and deleted after."""
+    """Swap the finished folder in, after checking the target again (it may have changed meanwhile)."""
     _check_replaceable(out_dir)  # it may have changed while we were building
-    if not out_dir.exists():
-        staging.rename(out_dir)
-        return
-    trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".replaced", dir=out_dir.parent))
-    out_dir.rename(trash / "old")
-    try:
-        staging.rename(out_dir)
-    except BaseException:
-        (trash / "old").rename(out_dir)
-        raise
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
+    swap_in_folder(staging, out_dir)
 
 
 def _build_tokenizer(spec: TinyModelSpec) -> Any:

@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from envs.atomic import swap_in_folder
 from policies.backends.base import BackendError
 from policies.backends.local import first_line, load_tokenizer
 
@@ -343,17 +344,6 @@ def _check_out_dir(out_dir: Path, source: Path) -> None:
 
 
 def _move_into_place(staging: Path, out_dir: Path, source: Path) -> None:
-    """Swap the finished folder in; a replaced one is renamed aside first and deleted after."""
+    """Swap the finished folder in, after checking the target again (it may have changed meanwhile)."""
     _check_out_dir(out_dir, source)  # it may have changed during the merge
-    if not out_dir.exists():
-        staging.rename(out_dir)
-        return
-    trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".replaced", dir=out_dir.parent))
-    out_dir.rename(trash / "old")
-    try:
-        staging.rename(out_dir)
-    except BaseException:
-        (trash / "old").rename(out_dir)
-        raise
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
+    swap_in_folder(staging, out_dir)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from envs.atomic import atomic_write_text
+from envs.atomic import atomic_write_text, swap_in_folder
 from policies.backends.local import check_model_dir, load_tokenizer
 from policies.training.metrics import keep_until
 
@@ -167,17 +167,7 @@ def save_model_folder(model: Any, tokenizer: Any, out_dir: Path) -> Path:
         os.chmod(staging, 0o755)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if not out_dir.exists():
-            staging.rename(out_dir)
-            return out_dir
-        aside = staging.with_name(staging.name + ".replaced")
-        out_dir.rename(aside)
-        try:
-            staging.rename(out_dir)
-        except BaseException:
-            aside.rename(out_dir)
-            raise
-        shutil.rmtree(aside)
+        swap_in_folder(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
