@@ -37,7 +37,7 @@ from policies.training.runs import (
     FINAL_MODEL_DIR,
     check_manifest,
     checked_model_dir,
-    resolve_use_cpu,
+    common_trainer_args,
     run_trainer,
     save_model_folder,
 )
@@ -202,12 +202,10 @@ def _checked_parquet(path: Path) -> Path:
 def _grpo_trainer(
     config: LocalTrainConfig, model_dir: Path, tokenizer: Any, parquet: Path, out: Path, reward: Any
 ) -> Any:
-    import torch
     from trl import GRPOConfig, GRPOTrainer
 
     from envs.convert import load_for_trl
 
-    use_cpu = resolve_use_cpu(config.use_cpu)
     args = GRPOConfig(
         output_dir=str(out / CHECKPOINTS_DIR),
         learning_rate=config.learning_rate,
@@ -219,16 +217,10 @@ def _grpo_trainer(
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
         beta=config.beta,
-        save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
-        seed=config.seed,
-        use_cpu=use_cpu,
-        bf16=not use_cpu and torch.cuda.is_bf16_supported(),
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+        **common_trainer_args(config.use_cpu, config.seed),
     )
     return GRPOTrainer(
         model=str(model_dir),

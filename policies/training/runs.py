@@ -173,6 +173,23 @@ def save_model_folder(model: Any, tokenizer: Any, out_dir: Path) -> Path:
     return out_dir
 
 
+def common_trainer_args(use_cpu: bool | None, seed: int) -> dict[str, Any]:
+    """TrainingArguments both local trainers share: device and precision, seeding, step-based saves,
+    and no reporting to external services (nothing here reaches a network)."""
+    import torch
+
+    cpu = resolve_use_cpu(use_cpu)
+    return {
+        "save_strategy": "steps",
+        "seed": seed,
+        "use_cpu": cpu,
+        "bf16": not cpu and torch.cuda.is_bf16_supported(),
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+
+
 def resolve_use_cpu(use_cpu: bool | None) -> bool:
     """``None`` means: the GPU when there is one, else the CPU."""
     if use_cpu is not None:

@@ -48,7 +48,7 @@ from policies.training.runs import (
     FINAL_MODEL_DIR,
     check_manifest,
     checked_model_dir,
-    resolve_use_cpu,
+    common_trainer_args,
     run_trainer,
     save_model_folder,
 )
@@ -277,11 +277,9 @@ def _sft_trainer(
     config: SFTConfig, model_dir: Path, tokenizer: Any, examples: list[dict[str, str]], out: Path
 ) -> Any:
     import datasets
-    import torch
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
 
-    use_cpu = resolve_use_cpu(config.use_cpu)
     args = TrlSFTConfig(
         output_dir=str(out / CHECKPOINTS_DIR),
         max_steps=config.steps,
@@ -291,16 +289,10 @@ def _sft_trainer(
         per_device_train_batch_size=config.batch_size,
         max_length=config.max_length,
         completion_only_loss=True,
-        save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=2,
         logging_steps=config.logging_steps,
-        seed=config.seed,
-        use_cpu=use_cpu,
-        bf16=not use_cpu and torch.cuda.is_bf16_supported(),
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+        **common_trainer_args(config.use_cpu, config.seed),
     )
     return SFTTrainer(
         model=str(model_dir),
