@@ -25,7 +25,9 @@ GpuNodesOption = Annotated[int, typer.Option(min=1, help="GPU machines or Kubern
 RunsPerGpuNodeOption = Annotated[
     int, typer.Option(min=1, help="GPU flow runs one node takes at once (one worker per run on processes).")
 ]
-TrainingSlotsOption = Annotated[int, typer.Option(min=1, help="Training runs at once (one per Ray cluster).")]
+TrainingSlotsOption = Annotated[
+    int, typer.Option(min=1, help="Training and full runs at once (one per Ray cluster).")
+]
 GpuImageOption = Annotated[
     str | None, typer.Option(help="GPU worker image for Kubernetes jobs (the gpu extra installed).")
 ]

@@ -1,15 +1,15 @@
 """The work pools, queues and concurrency limits that the deployments in prefect.yaml run on.
 
-prefect.yaml names two pools and four queues, and nothing else; the shape of the cluster (how many
+prefect.yaml names two pools and three queues, and nothing else; the shape of the cluster (how many
 GPU nodes, how many runs each takes, processes or Kubernetes jobs) changes only the limits and job
 templates made here, so the same prefect.yaml serves a laptop and a cluster:
 
-- ``ftrl-cpu``, a process pool: the full run's and the nightly evaluation's orchestration (queue
-  ``orchestration``) and the CPU stages, environment construction, conversion, merging (queue
-  ``construction``).
-- ``ftrl-gpu``: sampling, evaluation (queue ``inference``) and training (queue ``training``). Either a
-  process pool served by one worker per GPU slot on the GPU machines, or a Kubernetes pool whose jobs
-  ask for ``nvidia.com/gpu`` on GPU nodes.
+- ``ftrl-cpu``, a process pool for the CPU stages (queue ``construction``): environment
+  construction, conversion, merging.
+- ``ftrl-gpu`` for what runs a model: sampling and evaluation (queue ``inference``), training and
+  the full run, which executes its stages in its own process (queue ``training``); likewise the
+  nightly evaluation (``inference``). Either a process pool served by one worker per GPU slot on
+  the GPU machines, or a Kubernetes pool whose jobs ask for ``nvidia.com/gpu`` on GPU nodes.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ class ClusterShape(BaseModel):
         1, ge=1, description="GPU flow runs one node takes at once; each run owns its node's share of GPUs."
     )
     training_slots: int = Field(
-        1, ge=1, description="Training runs at once; one per Ray cluster, since a run drives all of it."
+        1,
+        ge=1,
+        description="Training and full runs at once; one per Ray cluster, since a run drives all of it.",
     )
     gpu_image: str | None = Field(None, description="GPU worker image; required for Kubernetes.")
 
@@ -101,19 +103,13 @@ def load_job_template(file_name: str) -> dict[str, Any]:
 
 def pool_specs(shape: ClusterShape) -> tuple[PoolSpec, PoolSpec]:
     """The CPU and the GPU pool for a cluster of this shape."""
-    # Orchestration runs may wait on stage runs in the same pool; capping them below the pool's
-    # limit leaves construction slots free, so a burst of full runs cannot starve its own stages.
-    orchestration_limit = max(1, shape.cpu_slots // 2)
     cpu = PoolSpec(
         name=CPU_POOL,
         type="process",
         base_job_template=load_job_template(PROCESS_TEMPLATE),
         concurrency_limit=shape.cpu_slots,
-        description="Orchestration (full runs, nightly evaluation) and CPU stages (build, convert, merge).",
-        queues=(
-            QueueSpec("construction", 1, None, "Environment construction, conversion, merging."),
-            QueueSpec("orchestration", 2, orchestration_limit, "Full runs and the nightly evaluation."),
-        ),
+        description="CPU stages: environment construction, conversion, merging.",
+        queues=(QueueSpec("construction", 1, None, "Environment construction, conversion, merging."),),
     )
     if shape.gpu_infrastructure is GpuInfrastructure.kubernetes:
         gpu_template = load_job_template(KUBERNETES_GPU_TEMPLATE)
@@ -128,12 +124,12 @@ def pool_specs(shape: ClusterShape) -> tuple[PoolSpec, PoolSpec]:
         base_job_template=gpu_template,
         concurrency_limit=shape.gpu_slots,
         description=(
-            f"Sampling, training, evaluation: {where}, {shape.runs_per_gpu_node} run(s) per node "
+            f"Full runs, sampling, training, evaluation: {where}, {shape.runs_per_gpu_node} run(s) per node "
             f"({shape.gpu_slots} at once)."
         ),
         queues=(
-            QueueSpec("training", 1, shape.training_slots, "Training (TRL locally, VeRL over Ray)."),
-            QueueSpec("inference", 2, None, "Sampling and evaluation shards."),
+            QueueSpec("training", 1, shape.training_slots, "Training and full runs (TRL, or VeRL over Ray)."),
+            QueueSpec("inference", 2, None, "Sampling, evaluation, the nightly evaluation."),
         ),
     )
     return cpu, gpu

@@ -3,7 +3,7 @@
     ftrl ui                                          # server and UI on http://127.0.0.1:4200
     export PREFECT_API_URL=http://127.0.0.1:4200/api
     ftrl deploy                                      # pools, queues, limits, then every deployment
-    ftrl worker --pool ftrl-cpu                      # runs orchestration and CPU stages
+    ftrl worker --pool ftrl-cpu                      # runs the CPU stages (build, convert, merge)
     ftrl worker --pool ftrl-gpu --gpus 0,1           # on a GPU machine: one worker per GPU share
     prefect deployment run convert/convert --param trajectories=runs/demo/trajectories/train.jsonl
 
@@ -20,10 +20,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import yaml
 
 from deployments.local_server import (
     LOOPBACK,
@@ -45,6 +47,7 @@ from deployments.options import (
 )
 from deployments.pools import GPU_POOL, GPU_WORKER_LIMIT, GpuInfrastructure
 from flows.errors import reports_user_errors
+from flows.options import ProfileOption, SetOption
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import DeploymentSchedule
@@ -138,6 +141,8 @@ def deploy(
     pools: Annotated[
         bool, typer.Option(help="Create or update the work pools, queues and limits first.")
     ] = True,
+    profile: ProfileOption = None,
+    set_: SetOption = None,
     api_url: ApiUrlOption = None,
     cpu_slots: CpuSlotsOption = 4,
     gpu_infrastructure: GpuInfrastructureOption = GpuInfrastructure.process,
@@ -148,11 +153,16 @@ def deploy(
 ) -> None:
     """Register the deployments of prefect.yaml on the server, creating their work pools first.
 
-    Safe to run again: pools and deployments are updated in place, flow runs are kept.
+    With --profile or --set, every deployment starts from that resolved profile (its `config`
+    parameter) instead of the built-in defaults. Safe to run again: pools and deployments are
+    updated in place, flow runs are kept.
     """
     from deployments.create_pools import apply_pools, cluster_shape
     from deployments.pools import pool_specs
     from deployments.server import ServerError, connect, resolve_api_url
+    from tasks.profile import load_profile
+
+    config = load_profile(profile, set_ or []) if profile is not None or set_ else None
 
     shape = cluster_shape(
         cpu_slots=cpu_slots,
@@ -168,31 +178,57 @@ def deploy(
             for line in apply_pools(client, pool_specs(shape)):
                 typer.echo(line)
     selection = [arg for one in name for arg in ("--name", one)] if name else ["--all"]
-    result = subprocess.run(
-        [sys.executable, "-m", "prefect", "deploy", *selection, "--no-prompt"],
-        cwd=PROJECT_DIR,
-        env=_child_environment(url),
-        capture_output=True,
-        text=True,
-    )
+    with tempfile.TemporaryDirectory(prefix="ftrl-deploy-") as scratch:
+        project_file = PROJECT_DIR / "prefect.yaml"
+        if config is not None:
+            project_file = _with_profile(project_file, config.model_dump(mode="json"), Path(scratch))
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "deploy",
+                *selection,
+                "--prefect-file",
+                str(project_file),
+                "--no-prompt",
+            ],
+            cwd=PROJECT_DIR,
+            env=_child_environment(url),
+            capture_output=True,
+            text=True,
+        )
     if result.returncode != 0:
         typer.echo(result.stdout + result.stderr, err=True)
         raise ServerError(f"prefect deploy failed with status {result.returncode}; its output is above")
     with connect(url) as client:
-        for deployment in sorted(client.read_deployments(), key=lambda found: found.name):
-            where = f"{deployment.work_pool_name}/{deployment.work_queue_name}"
-            typer.echo(f"deployment {deployment.name}: {where}{_schedules(deployment.schedules)}")
+        flows = {flow.id: flow.name for flow in client.read_flows()}
+        listed = sorted(
+            f"{flows[d.flow_id]}/{d.name}: {d.work_pool_name}/{d.work_queue_name}{_schedules(d.schedules)}"
+            for d in client.read_deployments()
+        )
+    for line in listed:
+        typer.echo(f"deployment {line}")
+
+
+def _with_profile(project_file: Path, config: dict[str, Any], scratch: Path) -> Path:
+    """A copy of the project file whose deployments all take `config` as their profile."""
+    project = yaml.safe_load(project_file.read_text(encoding="utf-8"))
+    for deployment in project["deployments"]:
+        deployment.setdefault("parameters", {})["config"] = config
+    copy = scratch / "prefect.yaml"
+    copy.write_text(yaml.safe_dump(project, sort_keys=False), encoding="utf-8")
+    return copy
 
 
 def _schedules(schedules: list[DeploymentSchedule]) -> str:
-    """', cron 0 2 * * * (Europe/Berlin)' per schedule, the way a cron line is read."""
+    """', cron 0 2 * * * Europe/Berlin (off)' per schedule: what runs when, and whether it will."""
     parts = []
     for one in schedules:
-        schedule = one.schedule
-        cron = getattr(schedule, "cron", None)
-        text = f"cron {cron}" if cron else type(schedule).__name__
-        zone = getattr(schedule, "timezone", None)
-        parts.append(f", {text} ({zone})" if zone else f", {text}")
+        cron = getattr(one.schedule, "cron", None)
+        text = f"cron {cron}" if cron else type(one.schedule).__name__
+        zone = getattr(one.schedule, "timezone", None)
+        parts.append(f", {text}{f' {zone}' if zone else ''}{'' if one.active else ' (off)'}")
     return "".join(parts)
 
 

@@ -90,10 +90,7 @@ def test_kubernetes_job_variables_override_the_defaults() -> None:
 def test_default_shape_is_one_gpu_machine_with_process_workers() -> None:
     cpu, gpu = pool_specs(ClusterShape())
     assert (cpu.name, cpu.type, cpu.concurrency_limit) == (CPU_POOL, "process", 4)
-    assert [(q.name, q.priority, q.concurrency_limit) for q in cpu.queues] == [
-        ("construction", 1, None),
-        ("orchestration", 2, 2),
-    ]
+    assert [(q.name, q.priority, q.concurrency_limit) for q in cpu.queues] == [("construction", 1, None)]
     assert (gpu.name, gpu.type, gpu.concurrency_limit) == (GPU_POOL, "process", 1)
     assert [(q.name, q.priority, q.concurrency_limit) for q in gpu.queues] == [
         ("training", 1, 1),
@@ -106,7 +103,6 @@ def test_gpu_limit_is_nodes_times_runs_per_node() -> None:
     shape = ClusterShape(cpu_slots=9, gpu_nodes=4, runs_per_gpu_node=2, training_slots=2)
     cpu, gpu = pool_specs(shape)
     assert cpu.concurrency_limit == 9
-    assert dict((q.name, q.concurrency_limit) for q in cpu.queues)["orchestration"] == 4
     assert gpu.concurrency_limit == 8
     assert dict((q.name, q.concurrency_limit) for q in gpu.queues)["training"] == 2
 

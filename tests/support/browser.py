@@ -3,12 +3,13 @@
 Debian's `chromium` package is the browser; the protocol is spoken over a websocket with the
 `websockets` client Prefect already depends on, so no browser driver (chromedriver, Playwright's
 downloaded browsers) is needed. Only what the UI tests use is here: open a page, read its text,
-wait for words to appear, take a screenshot.
+wait for words to appear or a canvas to be painted, take a screenshot.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import itertools
 import json
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from PIL import Image
 from websockets.sync.client import ClientConnection, connect
 
 #: Flags that keep a headless Chromium quiet and self-contained on a machine without network or GPU.
@@ -102,6 +104,35 @@ class Browser:
             if time.monotonic() > deadline:
                 shown = text[:3000]
                 raise AssertionError(f"not shown after {timeout_s:.0f} s: {missing}; the page:\n{shown}")
+            time.sleep(0.25)
+
+    def wait_until_drawn(self, selector: str, *, min_colors: int = 256, timeout_s: float = 60.0) -> None:
+        """Poll until the element (a canvas the page paints after its data arrives) is painted and still.
+
+        Text polling cannot see into a canvas, so this looks at its pixels: painted means more
+        colours than a placeholder's flat fill and antialiased axes, and still means two captures in
+        a row are the same, so a screenshot taken next shows the finished drawing.
+        """
+        deadline = time.monotonic() + timeout_s
+        box = (
+            f"JSON.stringify(document.querySelector({json.dumps(selector)})?.getBoundingClientRect() ?? null)"
+        )
+        previous = b""
+        while True:
+            rect = json.loads(
+                self.call("Runtime.evaluate", expression=box, returnByValue=True)["result"]["value"]
+            )
+            if rect and rect["width"] > 0 and rect["height"] > 0:
+                clip = {key: rect[key] for key in ("x", "y", "width", "height")} | {"scale": 1}
+                data = base64.b64decode(self.call("Page.captureScreenshot", format="png", clip=clip)["data"])
+                colors = Image.open(io.BytesIO(data)).convert("RGB").getcolors(maxcolors=1 << 24)
+                if data == previous and colors is not None and len(colors) >= min_colors:
+                    return
+                previous = data
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{selector} was not painted within {timeout_s:.0f} s (rectangle {rect})"
+                )
             time.sleep(0.25)
 
     def screenshot(self, path: Path) -> Path:
