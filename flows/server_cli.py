@@ -5,7 +5,8 @@
     ftrl deploy                                      # pools, queues, limits, then every deployment
     ftrl worker --pool ftrl-cpu                      # runs the CPU stages (build, convert, merge)
     ftrl worker --pool ftrl-gpu --gpus 0,1           # on a GPU machine: one worker per GPU share
-    prefect deployment run convert/convert --param trajectories=runs/demo/trajectories/train.jsonl
+    prefect deployment run convert/convert --params '{"trajectories": {"kind": "trajectories",
+        "path": "runs/x/trajectories/sample-1/KEY/trajectories.jsonl"}}'   # a stage alone
 
 `ftrl ui` binds loopback unless told otherwise and never sends analytics. Basic auth is on when
 PREFECT_SERVER_API_AUTH_STRING (server) is set, and clients then need the same USER:PASSWORD in
@@ -253,6 +254,8 @@ def worker(
     """Start a worker that takes flow runs from a work pool and runs them from this checkout."""
     from deployments.server import ServerError, connect, resolve_api_url
 
+    if gpus is not None and not all(part.strip().isdigit() for part in gpus.split(",")):
+        raise ValueError(f"--gpus {gpus!r}: give GPU indices separated by commas, e.g. 0,1")
     url = resolve_api_url(api_url)
     with connect(url) as client:
         pools = {found.name: found for found in client.read_work_pools()}
@@ -269,8 +272,6 @@ def worker(
             f"pool {pool!r} runs Kubernetes jobs: install prefect-kubernetes where this worker runs "
             "(pip install prefect-kubernetes)"
         )
-    if gpus is not None and not all(part.strip().isdigit() for part in gpus.split(",")):
-        raise ValueError(f"--gpus {gpus!r}: give GPU indices separated by commas, e.g. 0,1")
     command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool]
     command += ["--install-policy", "never", "--no-create-pool-if-not-found"]
     for one in queue or []:
