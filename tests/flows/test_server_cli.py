@@ -65,3 +65,11 @@ def test_ui_refuses_a_port_in_use() -> None:
         code, _, stderr = invoke("ui", "--port", str(port))
     assert code == 2
     assert stderr == f"error: port {port} on 127.0.0.1 is in use (another server?): choose one with --port\n"
+
+
+def test_worker_refuses_gpu_names_that_are_not_indices() -> None:
+    code, _, stderr = invoke(
+        "worker", "--pool", "ftrl-gpu", "--gpus", "0,gpu1", "--api-url", "http://127.0.0.1:9/api"
+    )
+    assert code == 2
+    assert stderr == "error: --gpus '0,gpu1': give GPU indices separated by commas, e.g. 0,1\n"
