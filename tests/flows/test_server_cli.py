@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from deployments.local_server import free_port
+from deployments.local_server import ServerAddress, free_port, server_environment
 from flows.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,3 +74,28 @@ def test_worker_refuses_gpu_names_that_are_not_indices() -> None:
     )
     assert code == 2
     assert stderr == "error: --gpus '0,gpu1': give GPU indices separated by commas, e.g. 0,1\n"
+
+
+def test_server_environment_binds_as_asked_with_analytics_off(tmp_path: Path) -> None:
+    caller = {"PATH": "/bin", "PREFECT_API_URL": "http://elsewhere:4200/api"}
+    env = server_environment(ServerAddress("127.0.0.1", 4321), auth_string="u:p", home=tmp_path, base=caller)
+    assert env == {
+        "PATH": "/bin",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": "4321",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": "http://127.0.0.1:4321/api",
+        "PREFECT_SERVER_API_AUTH_STRING": "u:p",
+        "PREFECT_HOME": str(tmp_path),
+    }
+
+
+def test_a_proxys_ui_api_url_is_kept_and_a_wildcard_bind_is_named_by_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "gpu-head")
+    address = ServerAddress("0.0.0.0", 4200)
+    assert (address.url, address.local_api_url) == ("http://gpu-head:4200", "http://127.0.0.1:4200/api")
+    assert server_environment(address, base={})["PREFECT_UI_API_URL"] == "http://gpu-head:4200/api"
+    proxied = server_environment(address, base={"PREFECT_UI_API_URL": "https://prefect.example/api"})
+    assert proxied["PREFECT_UI_API_URL"] == "https://prefect.example/api"
