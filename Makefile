@@ -8,10 +8,11 @@ SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install test lint demo bench bench-reward bench-sampling bench-convert bench-verify clean
 
-# Debian packages: bubblewrap isolates the tool-code sandbox.
+# Debian packages: bubblewrap isolates the tool-code sandbox; chromium is the browser of the UI test.
 $(STAMP): pyproject.toml
-	@command -v bwrap >/dev/null || $(SUDO) apt-get install -y -q bubblewrap \
-		|| ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q bubblewrap)
+	@command -v bwrap >/dev/null && command -v chromium >/dev/null \
+		|| $(SUDO) apt-get install -y -q bubblewrap chromium \
+		|| ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q bubblewrap chromium)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
