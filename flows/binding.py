@@ -68,6 +68,12 @@ class StageLog:
     def add(self, label: str, run: PrefectFuture | State) -> None:
         self._entries.append((label, run))
 
+    def wait(self) -> None:
+        """Wait until every stage started has finished (or, with a failed input, given up)."""
+        for _, run in self._entries:
+            if not isinstance(run, State):
+                run.wait()
+
     def states(self) -> list[StageState]:
         """Final states of the stages that finished; a stage still running shows its current state."""
         result = []
@@ -161,14 +167,16 @@ class RunTasks:
         except StageFailed:
             raise
         except Exception as error:
+            self.stages.wait()
             if not self.stages.failures():
                 raise
             raise StageFailed.from_log(self.stages) from error
 
     def check(self, futures: Sequence[PrefectFuture]) -> None:
-        """Wait for `futures`; raise `StageFailed` when any stage of the run did not complete."""
-        for future in futures:
-            future.wait()
+        """Wait for every stage started; raise `StageFailed` when any of `futures` (the results the flow
+        returns) or any stage did not complete. Stages that can still run finish first, so a retry
+        finds their results cached."""
+        self.stages.wait()
         if not all(future.state.is_completed() for future in futures) or self.stages.failures():
             raise StageFailed.from_log(self.stages)
 
@@ -234,7 +242,7 @@ class RunTasks:
             unmapped(self.run_dir),
             label=[f"{label}/shard-{index}" for index in range(len(shards))],
         )
-        return self.join_evaluation.submit(view, futures, data, name, self.run_dir, label=label)
+        return self.join_evaluation.submit(view, futures, data, model, name, self.run_dir, label=label)
 
     def evaluate_domain(
         self,

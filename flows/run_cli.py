@@ -10,7 +10,7 @@ the cache) live in the run directory's `.prefect-results`: the same command agai
 every stage `Cached`, and after a failure it reruns only the stages that had not completed.
 
 The command ends with one line per stage, `STAGE: STATE` (Prefect's final state: `Completed`,
-`Cached`, `Failed`, or `NotReady` when an input failed), then where the report is. Exit status 0
+`Cached`, `Failed`, or `NotReady` when an input failed), then `report file: PATH`. Exit status 0
 when the run completed, 1 when a stage failed, 2 for a bad profile or option.
 """
 
@@ -72,7 +72,7 @@ def run_command(
         for stage in outcome.stages:
             typer.echo(f"{stage.name}: {stage.state}")
     if isinstance(outcome, RunResult):
-        typer.echo(f"report: {outcome.report_file}")
+        typer.echo(f"report file: {outcome.report_file}")
         return
     if isinstance(outcome, ValueError | FileNotFoundError):
         raise outcome  # a user mistake found inside the flow: one error line, exit 2

@@ -83,14 +83,19 @@ def evaluate_ftrl_shard(
 
 
 def join_ftrl_shards(
-    config: PipelineConfig, shards: Sequence[Path], data: Path, out_dir: Path, label: str
+    config: PipelineConfig, shards: Sequence[Path], data: Path, out_dir: Path, label: str, model_sha256: str
 ) -> dict[str, Any]:
-    """Join shard folders into `out_dir`: their episodes in order, the summary, its Markdown table."""
+    """Join shard folders into `out_dir`: their episodes in order, the summary, its Markdown table.
+
+    The summary is `evaluate_ftrl`'s for the unsharded data, plus `model_sha256`, the digest of the
+    model folder evaluated: an evaluation names the weights it judged, not only their label.
+    """
     episodes = out_dir / EPISODES_FILE
     concat_files([shard / EPISODES_FILE for shard in shards], episodes)
     summary = {
         "benchmark": "ftrl",
         "model": label,
+        "model_sha256": model_sha256,
         "backend": config.generation.backend,
         "data": str(data),
         "split": config.eval.split,

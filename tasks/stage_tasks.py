@@ -244,11 +244,18 @@ def evaluate_shard(
 
 @task(cache_policy=stage_cache("evaluate"), **_RESULTS)
 def join_evaluation(
-    config: PipelineConfig, shards: list[FileRef], data: FileRef, model_name: str, run_dir: Path, label: str
+    config: PipelineConfig,
+    shards: list[FileRef],
+    data: FileRef,
+    model: FileRef,
+    model_name: str,
+    run_dir: Path,
+    label: str,
 ) -> FileRef:
     """Join the shards' episodes and summarise them: the unsharded evaluation's folder."""
     out = output_dir(run_dir, "eval", label)
-    summary = join_ftrl_shards(config, [shard.path for shard in shards], data.path, out, model_name)
+    pieces = [shard.path for shard in shards]
+    summary = join_ftrl_shards(config, pieces, data.path, out, model_name, model.sha256)
     table_artifact(
         _artifact(run_dir, label, "results"), eval_table({model_name: summary}), f"{label} results"
     )

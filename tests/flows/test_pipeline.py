@@ -1,0 +1,397 @@
+"""The full run under Prefect's test harness: it completes, reruns as all `Cached`, reruns exactly the
+stages downstream of a changed setting, and recovers from an injected transient fault.
+
+One run directory serves the module's tests in order (each builds on the cache the previous left),
+on a profile small enough for a 2-iteration, 2-shard run of the tiny model in well under a minute.
+Task results go to the run directory's `.prefect-results` inside pytest's temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect import flow, task
+from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+from prefect.testing.utilities import prefect_test_harness
+from typer.testing import CliRunner
+
+from envs.evaluation.ftrl_eval import EPISODES_FILE, evaluate_ftrl, selected_envs
+from envs.jsonl import iter_rows
+from envs.sandbox import SandboxPool
+from envs.schema import TrajectoryRow
+from flows.binding import RetryPolicy, StageFailed
+from flows.cli import app
+from flows.nightly import BenchmarkEntry, ModelEntry, nightly_eval
+from flows.pipeline import RunPlan, RunResult, full_run
+from flows.stages import convert_flow, evaluate_flow, sample_flow
+from tasks.evaluate import eval_params, ftrl_settings
+from tasks.model import backend_for
+from tasks.profile import PipelineConfig, load_profile
+from tasks.references import FileRef
+from tasks.retries import FAULT_ENV, InjectedFault, backoff_delays, retry_transient
+from tasks.sample import run_sampling
+
+#: A small profile on which every stage does real work: 20 template environments (6 for test), chunks
+#: of 4 episodes so that 2 shards each hold several chunks, a 20-step SFT warm start (enough for the
+#: model to write some tool calls, so GRPO's groups differ in reward and its steps change the weights)
+#: and 2 GRPO steps of 2 prompts x 4 completions per iteration.
+PROFILE = """
+model: {tiny_template: compact, parser: qwen2.5}
+sandbox: {workers: 2, wall_time_s: 10}
+generation: {backend: transformers, temperature: 1.0, max_new_tokens: 24, batch_size: 16}
+build: {generator: template, count: 20, seed: 0, test_fraction: 0.3, batch: 32}
+sample: {samples_per_env: 1, max_turns: 2, seed: 0, chunk_episodes: 4}
+train:
+  backend: local
+  local:
+    num_generations: 4
+    per_device_batch_size: 8
+    max_steps: 2
+    max_completion_length: 24
+    save_steps: 2
+    torch_threads: 1
+    sft: {steps: 20, batch_size: 8, max_length: 384, save_steps: 20, logging_steps: 5, torch_threads: 1}
+eval: {max_turns: 2, max_new_tokens: 24, chunk_episodes: 2}
+"""
+REPO = Path(__file__).resolve().parents[2]
+PLAN = RunPlan(iterations=2, sample_shards=2, eval_shards=2, retry=RetryPolicy(retries=0, delay_s=0))
+UPSTREAM_OF_TRAIN = ["base-model", "build", "split-sample", "split-eval"]
+ITERATION = [
+    "sample-{k}/shard-0",
+    "sample-{k}/shard-1",
+    "sample-{k}",
+    "convert-{k}",
+    "train-{k}",
+    "merge-{k}",
+]
+EVALUATION = ["evaluate-{name}/shard-0", "evaluate-{name}/shard-1", "evaluate-{name}"]
+ALL_STAGES = [
+    *UPSTREAM_OF_TRAIN,
+    *[stage.format(name="base") for stage in EVALUATION],
+    *[stage.format(k=1) for stage in ITERATION],
+    *[stage.format(name="iter-1") for stage in EVALUATION],
+    *[stage.format(k=2) for stage in ITERATION],
+    *[stage.format(name="iter-2") for stage in EVALUATION],
+    "report",
+]
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    storage = tmp_path_factory.mktemp("prefect-storage")
+    with prefect_test_harness(), temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
+        yield
+
+
+@pytest.fixture(scope="module")
+def profile_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    path = root / "tiny.yaml"
+    data = yaml.safe_load(PROFILE)
+    data["run"] = {"name": "tiny", "root": str(root)}
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def profile(path: Path, *overrides: str) -> PipelineConfig:
+    return load_profile(path, list(overrides))
+
+
+def states(outcome: RunResult | StageFailed) -> dict[str, str]:
+    return {stage.name: stage.state for stage in outcome.stages}
+
+
+def run(config: PipelineConfig, plan: RunPlan = PLAN) -> RunResult | StageFailed:
+    state = full_run(config, plan, return_state=True)
+    return state.result(raise_on_failure=False)
+
+
+def rerun_set(outcome: RunResult | StageFailed) -> set[str]:
+    return {name for name, state in states(outcome).items() if state != "Cached"}
+
+
+@pytest.fixture(scope="module")
+def first_run(harness: None, profile_file: Path) -> RunResult:
+    outcome = run(profile(profile_file))
+    assert isinstance(outcome, RunResult), outcome
+    return outcome
+
+
+# --- a full run, then the same run again ------------------------------------------------------
+
+
+def test_full_run_completes_every_stage_and_writes_the_report(first_run: RunResult) -> None:
+    assert list(states(first_run)) == ALL_STAGES
+    assert set(states(first_run).values()) == {"Completed"}
+    report = first_run.report_file.read_text(encoding="utf-8")
+    assert "# ftrl evaluation: base vs iter-1 vs iter-2" in report
+    assert "(comparison.png)" in report and "iter-1: SFT warm start" in report and "iter-2: GRPO" in report
+    assert "iter-2: SFT" not in report  # the warm start belongs to the first iteration only
+    comparison = json.loads((first_run.report.path / "comparison.json").read_text(encoding="utf-8"))
+    assert comparison["runs"] == ["base", "iter-1", "iter-2"]
+    assert comparison["tasks"] == [6, 6, 6]
+    assert first_run.envs.train.rows == 14 and first_run.envs.test.rows == 6
+
+
+def test_iteration_k_samples_with_the_model_merged_in_iteration_k_minus_1(first_run: RunResult) -> None:
+    run_dir = first_run.run_dir
+    policies = {
+        k: {
+            row.policy
+            for row in iter_rows(
+                next((run_dir / "trajectories" / f"sample-{k}").glob("*/*.jsonl")), TrajectoryRow
+            )
+        }
+        for k in (1, 2)
+    }
+    assert policies == {1: {first_run.models["base"].path.name}, 2: {first_run.models["iter-1"].path.name}}
+    manifests = {
+        k: json.loads(
+            next((run_dir / "checkpoints" / f"train-{k}").glob("*/run.json")).read_text(encoding="utf-8")
+        )
+        for k in (1, 2)
+    }
+    assert manifests[1]["model"] == str(first_run.models["base"].path.resolve())
+    assert manifests[2]["model"] == str(first_run.models["iter-1"].path.resolve())
+    assert manifests[1]["config"]["sft"] is not None and manifests[2]["config"]["sft"] is None
+
+
+def test_the_same_run_again_is_all_cached_with_the_same_outputs(
+    first_run: RunResult, profile_file: Path
+) -> None:
+    again = run(profile(profile_file))
+    assert isinstance(again, RunResult)
+    assert list(states(again)) == ALL_STAGES
+    assert set(states(again).values()) == {"Cached"}
+    assert again.report == first_run.report and again.models == first_run.models
+
+
+# --- shards ---------------------------------------------------------------------------------------
+
+
+def test_two_shards_sample_exactly_the_unsharded_rows(
+    first_run: RunResult, profile_file: Path, tmp_path: Path
+) -> None:
+    """The full run sampled iteration 1 over two shards; one process without Prefect writes the same bytes,
+    and so does the sample flow over three shards."""
+    config = profile(profile_file)
+    sharded = next((first_run.run_dir / "trajectories" / "sample-1").glob("*/trajectories.jsonl"))
+    direct = tmp_path / "direct.jsonl"
+    run_sampling(
+        config, first_run.envs.train.path, direct, model=str(first_run.models["base"].path), progress=False
+    )
+    assert sharded.read_bytes() == direct.read_bytes()
+    three = sample_flow(
+        config, envs=first_run.envs.train, model=first_run.models["base"], shards=3, label="three"
+    )
+    assert three.path.read_bytes() == direct.read_bytes()
+
+
+def test_two_shards_evaluate_exactly_the_unsharded_episodes(
+    first_run: RunResult, profile_file: Path, tmp_path: Path
+) -> None:
+    config = profile(profile_file)
+    joined = first_run.evaluations["base"].path
+    test_file = first_run.envs.test.path
+    selected_envs(test_file, "test")
+    backend = backend_for(config, "transformers", str(first_run.models["base"].path), None)
+    with backend, SandboxPool(workers=config.sandbox.workers, limits=config.sandbox.limits()) as pool:
+        direct = evaluate_ftrl(
+            test_file,
+            tmp_path / "direct",
+            backend,
+            eval_params(config),
+            pool,
+            ftrl_settings(config, "base"),
+            progress=False,
+        )
+    assert (joined / EPISODES_FILE).read_bytes() == (tmp_path / "direct" / EPISODES_FILE).read_bytes()
+    summary = json.loads((joined / "summary.json").read_text(encoding="utf-8"))
+    assert summary.pop("model_sha256") == first_run.models["base"].sha256
+    assert summary == direct.summary
+
+
+# --- a changed setting, an injected fault ---------------------------------------------------------
+
+
+def test_a_changed_setting_reruns_exactly_the_stages_downstream(
+    first_run: RunResult, profile_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another GRPO learning rate changes both iterations' weights, so everything fed by them reruns,
+    nothing else. A shard of iteration 2 fails once on the way and is retried within the run."""
+    monkeypatch.setenv(FAULT_ENV, "sample-2/shard-1")
+    retrying = PLAN.model_copy(update={"retry": RetryPolicy(retries=1, delay_s=0)})
+    changed = run(profile(profile_file, "train.local.learning_rate=2.0e-5"), retrying)
+    assert isinstance(changed, RunResult), changed
+    downstream = {
+        "train-1",
+        "merge-1",
+        *[stage.format(name="iter-1") for stage in EVALUATION],
+        *[stage.format(k=2) for stage in ITERATION],
+        *[stage.format(name="iter-2") for stage in EVALUATION],
+        "report",
+    }
+    assert rerun_set(changed) == downstream
+    assert {states(changed)[name] for name in downstream} == {"Completed"}
+    assert (first_run.run_dir / ".faults" / "sample-2__shard-1").is_file()  # it failed once, then passed
+    assert (
+        changed.models["base"] == first_run.models["base"]
+        and changed.models["iter-1"] != first_run.models["iter-1"]
+    )
+    back = run(profile(profile_file))  # the old setting finds its old results, files untouched
+    assert isinstance(back, RunResult) and set(states(back).values()) == {"Cached"}
+    assert back.report.resolved() == first_run.report
+
+
+def test_a_stage_that_failed_is_rerun_alone_while_upstream_stays_cached(
+    first_run: RunResult, profile_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """float32 merges of float32 checkpoints write what `auto` wrote, so only the merges run: merge-2
+    fails (no retries), then the rerun runs merge-2 alone and finds everything else cached."""
+    monkeypatch.setenv(FAULT_ENV, "merge-2")
+    config = profile(profile_file, "merge.dtype=float32")
+    failed = run(config)
+    assert isinstance(failed, StageFailed)
+    assert "merge-2 failed: " in str(failed) and "merge-2: transient fault injected by FTRL_FAIL_ONCE" in str(
+        failed
+    )
+    not_ready = {stage.format(name="iter-2") for stage in EVALUATION} | {"report"}
+    assert rerun_set(failed) == {"merge-1", "merge-2", *not_ready}
+    assert states(failed)["merge-1"] == "Completed" and states(failed)["merge-2"] == "Failed"
+    assert {states(failed)[name] for name in not_ready} == {"NotReady"}
+
+    retried = run(config)
+    assert isinstance(retried, RunResult), retried
+    assert rerun_set(retried) == {"merge-2"} and states(retried)["merge-2"] == "Completed"
+    digests = {name: ref.sha256 for name, ref in retried.models.items()}
+    assert digests == {name: ref.sha256 for name, ref in first_run.models.items()}
+    assert retried.report == first_run.report
+
+
+# --- retries in Prefect's engine --------------------------------------------------------------------
+
+
+def test_transient_errors_are_retried_and_bad_input_is_not(harness: None) -> None:
+    attempts: list[str] = []
+
+    @task(retries=3, retry_delay_seconds=0, retry_condition_fn=retry_transient, persist_result=False)
+    def flaky(kind: str) -> str:
+        attempts.append(kind)
+        if kind == "transient" and attempts.count(kind) == 1:
+            raise InjectedFault("once")
+        if kind == "bad input":
+            raise ValueError("row 3: not JSON")
+        return "done"
+
+    @flow
+    def both() -> list[str]:
+        return [flaky(kind, return_state=True).name for kind in ("transient", "bad input")]
+
+    assert both() == ["Completed", "Failed"]
+    assert attempts == ["transient", "transient", "bad input"]
+    assert backoff_delays(1.5)(3) == [1.5, 3.0, 6.0]
+
+
+def test_a_stage_given_bad_input_fails_at_once_naming_the_line(
+    harness: None, profile_file: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"messages": []}\nnot json\n', encoding="utf-8")
+    config = profile(profile_file, f"run.root={tmp_path}")
+    state = convert_flow(
+        config,
+        FileRef(path=broken, kind="trajectories"),
+        retry=RetryPolicy(retries=3, delay_s=60),
+        return_state=True,
+    )
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, StageFailed)
+    assert [(stage.name, stage.state) for stage in error.stages] == [("convert", "Failed")]
+    assert f"{broken}:" in str(error)
+
+
+# --- the other flows -----------------------------------------------------------------------------
+
+
+def test_evaluate_flow_names_the_model_and_caches(first_run: RunResult, profile_file: Path) -> None:
+    config = profile(profile_file)
+    first = evaluate_flow(
+        config, model=first_run.models["iter-2"], data=first_run.envs.test, name="iter-2", shards=3
+    )
+    assert json.loads((first.path / "summary.json").read_text(encoding="utf-8"))["model"] == "iter-2"
+    state = evaluate_flow(
+        config,
+        model=first_run.models["iter-2"],
+        data=first_run.envs.test,
+        name="iter-2",
+        shards=3,
+        return_state=True,
+    )
+    assert state.result() == first
+
+
+def test_nightly_evaluation_compares_models_and_caches_an_unchanged_night(
+    first_run: RunResult, profile_file: Path, tmp_path: Path
+) -> None:
+    config = profile(profile_file, f"run.root={tmp_path}", "run.name=nightly")
+    models = [
+        ModelEntry(name="base", path=first_run.models["base"].path),
+        ModelEntry(name="grpo", path=first_run.models["iter-2"].path),
+    ]
+    benchmarks = [BenchmarkEntry(name="held-out", data=first_run.envs.test.path)]
+    night = nightly_eval(config, models, benchmarks, shards=2)
+    report = (night.reports["held-out"].path / "report.md").read_text(encoding="utf-8")
+    assert "# ftrl evaluation: base vs grpo" in report
+    assert {stage.state for stage in night.stages} == {"Completed"}
+    again = nightly_eval(config, models, benchmarks, shards=2)
+    assert {stage.state for stage in again.stages} == {"Cached"} and again.reports == night.reports
+
+
+# --- ftrl run -------------------------------------------------------------------------------------
+
+
+def test_ftrl_run_prints_each_stage_state_and_the_report(
+    first_run: RunResult, profile_file: Path, tmp_path: Path
+) -> None:
+    """A real `ftrl run` process on its own temporary server finds the run's cache in its directory."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    options = ["--iterations", "2", "--sample-shards", "2", "--eval-shards", "2", "--retries", "0"]
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "--config", str(profile_file), *options],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[-len(ALL_STAGES) - 1 : -1] == [f"{stage}: Cached" for stage in ALL_STAGES]
+    assert lines[-1] == f"report file: {first_run.report_file}"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["--set", "generation.backend=openai"],
+            "error: the profile cannot make a full run:\n  generation.backend:",
+        ),
+        (["--run-dir", "/tmp/not a name"], "error: --run-dir /tmp/not a name: the folder's name must start"),
+        (["--set", "sample.max_turns=0"], "error: profile"),
+    ],
+)
+def test_ftrl_run_refuses_a_bad_profile_in_one_message(
+    profile_file: Path, arguments: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(app, ["run", "--config", str(profile_file), *arguments])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(message)
