@@ -79,6 +79,10 @@ def check_run(config: PipelineConfig) -> None:
             problems.append(f"eval.data: {ev.data}: no such file")
         if ev.data is None and config.build.test_fraction == 0:
             problems.append("eval.data: empty, and build.test_fraction is 0, so the run builds no test split")
+        if ev.data is None and ev.split != "test":
+            problems.append(
+                "eval.split: the run builds a test-only file to evaluate on; for train rows set eval.data"
+            )
     elif ev.domain_dir is None or not ev.domain_dir.is_dir():
         problems.append(f"eval.domain_dir: {ev.domain_dir}: tau-bench needs a domain folder")
     if problems:

@@ -2,6 +2,7 @@
 
     ftrl run --config configs/smoke.yaml
     ftrl run --config configs/cpu-demo.yaml --run-dir runs/try-2 --iterations 2 --sample-shards 2
+    ftrl run --config configs/smoke.yaml --sample-shards 4 --eval-shards 4 --processes 4
     ftrl run --config configs/smoke.yaml --set train.local.max_steps=8   # reruns train, merge, eval, report
 
 Without `PREFECT_API_URL` Prefect starts a temporary local server for the run (SQLite under
@@ -43,6 +44,14 @@ def run_command(
     iterations: Annotated[int, typer.Option(min=1, help="Sample → train → merge rounds.")] = 1,
     sample_shards: Annotated[int, typer.Option(min=1, help="Parallel sampling tasks per iteration.")] = 1,
     eval_shards: Annotated[int, typer.Option(min=1, help="Parallel evaluation tasks per model.")] = 1,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Run stages in this many worker processes, so model stages (one per process) run side by "
+            "side; 0: threads of this process, where they take turns.",
+        ),
+    ] = 0,
     retries: Annotated[int, typer.Option(min=0, help="Retries of a stage after a transient failure.")] = 2,
     retry_delay: Annotated[
         float, typer.Option(min=0.0, help="Seconds before the first retry; doubles for each next one.")
@@ -66,7 +75,12 @@ def run_command(
         eval_shards=eval_shards,
         retry=RetryPolicy(retries=retries, delay_s=retry_delay),
     )
-    state = full_run(profile, plan, return_state=True)
+    flow = full_run
+    if processes:
+        from prefect.task_runners import ProcessPoolTaskRunner
+
+        flow = full_run.with_options(task_runner=ProcessPoolTaskRunner(max_workers=processes))
+    state = flow(profile, plan, return_state=True)
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, RunResult | StageFailed):
         for stage in outcome.stages:

@@ -136,5 +136,6 @@ def evaluate_flow(
             if ev.data is None:
                 raise ValueError("evaluate needs `data` or the profile's eval.data (an environment file)")
             data = run.source(ev.data, "envs", "eval-data").result()
-        pieces = run.eval_shards(config, data.resolved(), shards, "split-eval")
-        return _finish(run, run.evaluate(config, pieces, data.resolved(), agent, name))
+        data = data.resolved()
+        pieces = run.eval_shards(config, data, shards, "split-eval")
+        return _finish(run, run.evaluate(config, pieces, data, agent, name))

@@ -91,7 +91,8 @@ def join_ftrl_shards(
     model folder evaluated: an evaluation names the weights it judged, not only their label.
     """
     episodes = out_dir / EPISODES_FILE
-    concat_files([shard / EPISODES_FILE for shard in shards], episodes)
+    if not concat_files([shard / EPISODES_FILE for shard in shards], episodes):
+        raise ValueError(f"{data}: no environments with split {config.eval.split!r} to evaluate")
     summary = {
         "benchmark": "ftrl",
         "model": label,

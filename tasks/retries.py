@@ -83,7 +83,7 @@ def inject_fault(stage: str, label: str, run_dir: Path) -> None:
     marker = Path(run_dir) / FAULTS_FOLDER / label.replace("/", "__")
     marker.parent.mkdir(parents=True, exist_ok=True)
     try:
-        marker.open("x").close()  # atomic: of two shards racing here, exactly one fails
+        marker.open("x").close()  # created atomically: the fault fires exactly once
     except FileExistsError:
         return
     raise InjectedFault(f"{label}: transient fault injected by {FAULT_ENV} (fires once per run directory)")

@@ -10,18 +10,13 @@ the task run (`build`, `sample-1/shard-0`, `evaluate-base`...), its output folde
 A task body starts with `inject_fault` (see `tasks.retries`) after Prefect has found no cached
 result, so an injected fault hits exactly the stages that really run.
 
-Stages that load a model hold `MODEL_LOCK` while they run. transformers builds models through
-module-level state, and two threads loading at once corrupt each other (seen here: two shards
-loading the tiny model together failed with "Cannot copy out of meta tensor"). So within one
-process those stages take turns, while the light ones (shards, joins, conversion) run beside them;
-separate processes or machines (a process-pool task runner, one worker per shard) run in parallel.
+Stages that load a model run inside `tasks.concurrency.model_stage()`: one at a time per process.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import threading
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -46,6 +41,7 @@ from tasks.artifacts import (
 )
 from tasks.build import run_build
 from tasks.caching import output_dir, stage_cache
+from tasks.concurrency import model_stage
 from tasks.evaluate import evaluate_ftrl_shard, evaluate_tau_domain, join_ftrl_shards
 from tasks.profile import PipelineConfig
 from tasks.references import FileRef, RefKind, file_ref
@@ -56,7 +52,6 @@ from tasks.shards import concat_files, split_envs
 from tasks.train import run_training, training_plots, training_steps
 
 __all__ = [
-    "MODEL_LOCK",
     "BuiltEnvs",
     "build_envs",
     "convert",
@@ -75,8 +70,6 @@ __all__ = [
 
 #: Results are small references; JSON keeps them readable in `.prefect-results` and never pickles data.
 _RESULTS = {"persist_result": True, "result_serializer": "json", "task_run_name": "{label}"}
-
-MODEL_LOCK = threading.Lock()
 
 
 class BuiltEnvs(BaseModel):
@@ -111,7 +104,7 @@ def tiny_model(config: PipelineConfig, run_dir: Path, label: str) -> FileRef:
     """Build the tiny local model (the profile names no model folder)."""
     out = output_dir(run_dir, "models", label)
     if not (out / "config.json").is_file():
-        with MODEL_LOCK:
+        with model_stage():
             build_tiny_model(out, TinyModelSpec(template=config.model.tiny_template))
     return file_ref(out, "model")
 
@@ -172,7 +165,7 @@ def sample_shard(config: PipelineConfig, envs: FileRef, model: FileRef, run_dir:
     chunks = math.ceil((envs.rows or 0) * config.sample.samples_per_env / config.sample.chunk_episodes)
     key = _artifact(run_dir, label, "progress")
     with (
-        MODEL_LOCK,
+        model_stage(),
         polled_progress(key, f"{label}: chunks of episodes sampled", chunk_progress(out, chunks)),
     ):
         report = run_sampling(config, envs.path, out, model=str(model.path), progress=False)
@@ -204,7 +197,7 @@ def train(config: PipelineConfig, data: FileRef, model: FileRef, run_dir: Path, 
     out = output_dir(run_dir, "checkpoints", label)
     key = _artifact(run_dir, label, "progress")
     with (
-        MODEL_LOCK,
+        model_stage(),
         polled_progress(key, f"{label}: training steps", metrics_progress(training_steps(config, out))),
     ):
         checkpoint = run_training(config, data.path, model.path, out, get_run_logger())
@@ -216,7 +209,7 @@ def merge(config: PipelineConfig, checkpoint: FileRef, run_dir: Path, label: str
     """Merge a training checkpoint into a model folder every backend loads."""
     inject_fault("merge", label, run_dir)
     out = output_dir(run_dir, "models", label)
-    with MODEL_LOCK:
+    with model_stage():
         result = merge_checkpoint(checkpoint.path, out, config.merge)
     return file_ref(result.out_dir, "model")
 
@@ -235,7 +228,7 @@ def evaluate_shard(
     chunks = math.ceil(rows * config.eval.trials / config.eval.chunk_episodes)
     key = _artifact(run_dir, label, "progress")
     with (
-        MODEL_LOCK,
+        model_stage(),
         polled_progress(key, f"{label}: chunks evaluated", chunk_progress(out / EPISODES_FILE, chunks)),
     ):
         evaluate_ftrl_shard(config, envs.path, rows, model.path, out, model_name)
@@ -269,7 +262,7 @@ def evaluate_tau(
     """Evaluate `model` as the agent of a τ-bench-style domain, with the profile's user simulator."""
     inject_fault("evaluate", label, run_dir)
     out = output_dir(run_dir, "eval", label)
-    with MODEL_LOCK:
+    with model_stage():
         evaluate_tau_domain(config, domain.path, tasks.path if tasks else None, model.path, out)
     summary = load_summary(out)
     table_artifact(_artifact(run_dir, label, "results"), eval_table({label: summary}), f"{label} results")

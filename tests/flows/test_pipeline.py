@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from prefect import flow, task
+from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
@@ -140,6 +141,22 @@ def test_full_run_completes_every_stage_and_writes_the_report(first_run: RunResu
     assert first_run.envs.train.rows == 14 and first_run.envs.test.rows == 6
 
 
+def test_the_ui_gets_progress_tables_and_the_report(first_run: RunResult) -> None:
+    with get_client(sync_client=True) as client:
+        artifacts = {artifact.key: artifact for artifact in client.read_artifacts() if artifact.key}
+    progress = {key for key, artifact in artifacts.items() if artifact.type == "progress"}
+    assert {"tiny-build-progress", "tiny-sample-2-shard-1-progress", "tiny-train-2-progress"} <= progress
+    assert {artifacts[key].data for key in progress} == {100.0}
+    build_table = json.loads(artifacts["tiny-build-report"].data)
+    assert {"count": "written", "value": "", "environments": 20} in build_table
+    results = json.loads(artifacts["tiny-report-results"].data)
+    assert [row["model"] for row in results] == ["base", "iter-1", "iter-2"]
+    report = artifacts["tiny-report"]
+    assert report.type == "markdown" and report.data.startswith("# ftrl evaluation: base vs iter-1 vs iter-2")
+    assert f"- [report]({first_run.report_file})" in report.data
+    assert f"- [comparison chart]({first_run.report.path / 'comparison.png'})" in report.data
+
+
 def test_iteration_k_samples_with_the_model_merged_in_iteration_k_minus_1(first_run: RunResult) -> None:
     run_dir = first_run.run_dir
     policies = {
@@ -180,7 +197,7 @@ def test_two_shards_sample_exactly_the_unsharded_rows(
     first_run: RunResult, profile_file: Path, tmp_path: Path
 ) -> None:
     """The full run sampled iteration 1 over two shards; one process without Prefect writes the same bytes,
-    and so does the sample flow over three shards."""
+    and so does the sample flow over three shards in two worker processes."""
     config = profile(profile_file)
     sharded = next((first_run.run_dir / "trajectories" / "sample-1").glob("*/trajectories.jsonl"))
     direct = tmp_path / "direct.jsonl"
@@ -395,3 +412,23 @@ def test_ftrl_run_refuses_a_bad_profile_in_one_message(
     result = CliRunner().invoke(app, ["run", "--config", str(profile_file), *arguments])
     assert result.exit_code == 2
     assert result.stderr.startswith(message)
+
+
+def test_ftrl_run_names_the_failed_stage_and_exits_1(
+    first_run: RunResult, profile_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in (
+        ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+        ("PREFECT_LOGGING_EXTRA_LOGGERS", "envs"),
+    ):
+        monkeypatch.setenv(name, value)  # the command sets both when unset; keep them from leaking
+    monkeypatch.setenv(FAULT_ENV, "merge-1")
+    options = ["--iterations", "2", "--sample-shards", "2", "--eval-shards", "2", "--retries", "0"]
+    arguments = ["run", "--config", str(profile_file), "--set", "merge.dtype=bfloat16", *options]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 1, result.output
+    lines = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines() if ": " in line)
+    assert lines["build"] == "Cached" and lines["train-1"] == "Cached"
+    assert lines["merge-1"] == "Failed"
+    assert lines["evaluate-iter-1"] == lines["sample-2"] == lines["report"] == "NotReady"
+    assert result.stderr.startswith("run failed: merge-1 failed: ")
