@@ -119,6 +119,7 @@ def build_envs(config: PipelineConfig, run_dir: Path, label: str) -> BuiltEnvs:
     out = output_dir(run_dir, "envs", label)
     progress = ProgressArtifact(_artifact(run_dir, label, "progress"), "Environments built and verified")
     report = run_build(config, out, progress=progress.update)
+    progress.finish()
     data = json.loads((out / "report.json").read_text(encoding="utf-8"))
     table_artifact(_artifact(run_dir, label, "report"), env_report_table(data), "Environment build report")
     return BuiltEnvs(
