@@ -8,11 +8,9 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +36,7 @@ from envs.schema import EnvRow
 from flows.cli import app
 from policies.backends import SamplingParams
 from policies.oracle import OraclePlan, OraclePolicy, PlannedCall
+from support.processes import kill_when
 
 REPO = Path(__file__).resolve().parents[2]
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=32, seed=0)
@@ -449,14 +448,7 @@ def test_killed_evaluation_resumes_to_the_uninterrupted_result(
     out = tmp_path / "resumed"
     parts = out / "episodes.jsonl.parts"
     victim = ftrl_eval(data, out, tiny_compact_model_dir)
-    deadline = time.monotonic() + 600
-    while not (parts / "chunk-000001.jsonl").exists():  # wait for progress, not for time
-        assert victim.poll() is None, victim.communicate()[1]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait(timeout=60)
-    assert victim.returncode == -signal.SIGKILL
+    kill_when(victim, parts / "chunk-000001.jsonl")
     assert not (out / "summary.json").exists(), "the run finished before it could be killed"
 
     resumed = ftrl_eval(data, out, tiny_compact_model_dir)

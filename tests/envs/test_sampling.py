@@ -1,11 +1,8 @@
 """Trajectory sampling: exact rows with the oracle policy, determinism, and resume after SIGKILL."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from envs.schema import TrajectoryRow
 from policies.backends import SamplingParams
 from policies.oracle import OraclePlan, OraclePolicy, PlannedCall
 from support.envs_files import example_rows, variant_rows, write_envs
+from support.processes import kill_when
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = SamplingParams(temperature=1.0, max_new_tokens=48, seed=0)
@@ -117,14 +115,7 @@ def test_killed_run_resumes_to_the_uninterrupted_output(tmp_path: Path, tiny_com
     out = tmp_path / "resumed.jsonl"
     parts = tmp_path / "resumed.jsonl.parts"
     victim = ftrl_sample(envs, out, tiny_compact_model_dir)
-    deadline = time.monotonic() + 600
-    while not (parts / "chunk-000001.jsonl").exists():  # wait for progress, not for time
-        assert victim.poll() is None, victim.communicate()[1]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait(timeout=60)
-    assert victim.returncode == -signal.SIGKILL
+    kill_when(victim, parts / "chunk-000001.jsonl")
     assert not out.exists(), "the run finished before it could be killed"
 
     resumed = ftrl_sample(envs, out, tiny_compact_model_dir)
