@@ -120,14 +120,17 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _describe(exc: ValidationError, source: str) -> str:
-    lines = [f"profile {source}: {exc.error_count()} problem(s)"]
+    """One line for one problem (`profile P: key.path: reason`); a header and a line each for several."""
+    problems = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
         if error["type"] != "extra_forbidden" and "input" in error and not isinstance(error["input"], dict):
             reason += f" (got {error['input']!r})"
-        lines.append(f"  {key}: {reason}")
-    return "\n".join(lines)
+        problems.append(f"{key}: {reason}")
+    if len(problems) == 1:
+        return f"profile {source}: {problems[0]}"
+    return "\n".join([f"profile {source}: {len(problems)} problems", *(f"  {p}" for p in problems)])
 
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:

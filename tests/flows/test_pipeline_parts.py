@@ -221,7 +221,7 @@ def test_a_bad_row_fails_the_split_naming_its_line(tmp_path: Path) -> None:
         (OSError(28, "No space left on device"), True),
         (ValueError("bad"), False),
         (RowError(Path("a.jsonl"), 3, "not JSON"), False),
-        (ProfileError("profile x: 1 problem(s)"), False),
+        (ProfileError("profile x: run.name: String should match pattern"), False),
         (FileNotFoundError("gone"), False),
         (BackendError("no chat template"), False),
     ],

@@ -326,8 +326,7 @@ def test_command_line_reports_user_errors_in_one_line(tmp_path: Path, oracle_par
     bad_config = _ftrl_train(args + ["--set", "train.local.max_steps=0"])
     assert bad_config.returncode == 2
     assert bad_config.stderr == (
-        "error: profile defaults: 1 problem(s)\n"
-        "  train.local.max_steps: Input should be greater than or equal to 1 (got 0)\n"
+        "error: profile defaults: train.local.max_steps: Input should be greater than or equal to 1 (got 0)\n"
     )
     missing = _ftrl_train(args)
     assert missing.returncode == 2

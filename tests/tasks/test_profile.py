@@ -40,11 +40,11 @@ def test_unknown_key_names_its_path(tmp_path: Path) -> None:
     path = write(tmp_path, "sandbox:\n  wall_time: 3\n")
     with pytest.raises(ProfileError) as info:
         load_profile(path)
-    assert str(info.value) == f"profile {path}: 1 problem(s)\n  sandbox.wall_time: unknown key"
+    assert str(info.value) == f"profile {path}: sandbox.wall_time: unknown key"
 
 
 def test_unknown_section(tmp_path: Path) -> None:
-    with pytest.raises(ProfileError, match=r"  sampler: unknown key"):
+    with pytest.raises(ProfileError, match=r"profile\.yaml: sampler: unknown key$"):
         load_profile(write(tmp_path, "sampler: {}\n"))
 
 
@@ -52,14 +52,14 @@ def test_wrong_type_names_path_reason_and_value(tmp_path: Path) -> None:
     with pytest.raises(ProfileError) as info:
         load_profile(write(tmp_path, "sandbox:\n  memory_mb: lots\n"))
     message = str(info.value)
-    assert "  sandbox.memory_mb: Input should be a valid integer" in message
+    assert ": sandbox.memory_mb: Input should be a valid integer" in message
     assert "(got 'lots')" in message
 
 
 def test_every_problem_is_listed(tmp_path: Path) -> None:
     with pytest.raises(ProfileError) as info:
         load_profile(write(tmp_path, "reward:\n  kind: accuracy\nmodel:\n  parser: gpt\n"))
-    assert "2 problem(s)" in str(info.value)
+    assert str(info.value).startswith(f"profile {tmp_path / 'profile.yaml'}: 2 problems\n  ")
     assert "reward.kind" in str(info.value) and "model.parser" in str(info.value)
 
 
