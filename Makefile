@@ -27,8 +27,10 @@ lint: install
 test: lint
 	$(VENV)/bin/pytest
 
+# A tour of the stages on example environments, then the full pipeline as a Prefect flow on the tiny model.
 demo: install
 	$(VENV)/bin/ftrl demo --profile configs/cpu-demo.yaml
+	$(VENV)/bin/ftrl run --config configs/smoke.yaml
 
 # Benchmarks print ratios against a baseline run side by side; they are never part of `make test`.
 bench: bench-reward bench-sampling bench-convert bench-verify
