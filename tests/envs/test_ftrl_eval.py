@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from fractions import Fraction
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from envs.schema import EnvRow
 from flows.cli import app
 from policies.backends import SamplingParams
 from policies.oracle import OraclePlan, OraclePolicy, PlannedCall
+from support.http import JsonHandler
 from support.processes import kill_when
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,7 +141,7 @@ SCRIPTS: dict[int, list[list[tuple[str, dict[str, Any]]] | str]] = {
 ALWAYS_FAILS, FAILS_ONCE = 3, 4
 
 
-class ScriptedEndpoint(BaseHTTPRequestHandler):
+class ScriptedEndpoint(JsonHandler):
     """A chat-completions server that plays `SCRIPTS` by the case number in the question."""
 
     protocol_version = "HTTP/1.1"
@@ -155,7 +156,7 @@ class ScriptedEndpoint(BaseHTTPRequestHandler):
             self.requests[case] = self.requests.get(case, 0) + 1
             attempt = self.requests[case]
         if case == ALWAYS_FAILS or (case == FAILS_ONCE and attempt == 1):
-            self.reply(500, {"error": {"message": f"scripted outage for case {case}"}})
+            self.send_json(500, {"error": {"message": f"scripted outage for case {case}"}})
             return
         turn = SCRIPTS[case][sum(m["role"] == "assistant" for m in body["messages"])]
         if isinstance(turn, str):
@@ -167,18 +168,7 @@ class ScriptedEndpoint(BaseHTTPRequestHandler):
             ]
             message = {"role": "assistant", "content": None, "tool_calls": calls}
         choice = {"index": 0, "message": message, "finish_reason": "stop"}
-        self.reply(200, {"choices": [choice], "usage": {"prompt_tokens": 7, "completion_tokens": 3}})
-
-    def reply(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.send_json(200, {"choices": [choice], "usage": {"prompt_tokens": 7, "completion_tokens": 3}})
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from envs.verify import Verifier
 from policies.backends import load_backend
 from policies.backends.base import derive_seed
 from rewards.matching import matches
+from support.http import JsonHandler
 
 # --------------------------------------------------------------------------- recorded answers
 
@@ -322,7 +323,7 @@ class Endpoint:
 
 
 def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
@@ -330,25 +331,14 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
             assert self.path == "/v1/chat/completions"
             reply = endpoint.next(body)
             if isinstance(reply, int):
-                self._send(reply, {"error": {"message": "scripted failure"}})
+                self.send_json(reply, {"error": {"message": "scripted failure"}})
                 return
             message = {"role": "assistant", "content": reply}
             choice = {"index": 0, "message": message, "finish_reason": "stop"}
             usage = {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}
-            self._send(
+            self.send_json(
                 200, {"id": "chatcmpl-1", "object": "chat.completion", "choices": [choice], "usage": usage}
             )
-
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
 
     return Handler
 
