@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from envs.construction.stages import SCENARIO_TYPES, ScenarioType
 from envs.convert import decode_prompt, iter_training_rows
 from envs.episode import EpisodeRunner, EpisodeSpec
 from envs.jsonl import iter_rows
@@ -57,6 +59,7 @@ __all__ = [
     "SFTConfig",
     "envs_from_parquet",
     "oracle_examples",
+    "select_scenarios",
     "sft_warm_start",
 ]
 
@@ -72,6 +75,9 @@ class SFTConfig(BaseModel):
     ``steps`` are optimizer steps of ``batch_size`` examples each (the example set is small and is
     repeated as often as needed). ``warmup_ratio`` is the share of steps spent warming the learning
     rate up to ``learning_rate``; it then decays on a cosine to 0.
+
+    ``scenario_types`` keeps the warm start to the simpler scenario types, so that RL has something
+    left to learn (DESIGN.md: GRPO from a warm start that already solves everything only damages it).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -88,6 +94,52 @@ class SFTConfig(BaseModel):
     torch_threads: int | None = Field(
         None, ge=1, description="CPU threads for torch; empty keeps its default."
     )
+    scenario_types: list[ScenarioType] | None = Field(
+        None,
+        min_length=1,
+        description="Warm-start only on train environments of these scenario types; empty: all types.",
+    )
+
+    @field_validator("scenario_types")
+    @classmethod
+    def _canonical_types(cls, value: list[ScenarioType] | None) -> list[ScenarioType] | None:
+        """Each type once, in the canonical order: the same choice always keys the same cache."""
+        if value is None:
+            return None
+        repeated = sorted({kind for kind in value if value.count(kind) > 1})
+        if repeated:
+            raise ValueError(f"scenario types listed twice: {', '.join(repeated)}")
+        return [kind for kind in SCENARIO_TYPES if kind in value]
+
+
+def select_scenarios(
+    envs: Iterable[EnvRow], types: Sequence[ScenarioType] | None, *, logger: logging.Logger = _logger
+) -> list[EnvRow]:
+    """The train-split environments whose ``meta.scenario`` is one of ``types`` (all of ``envs`` when
+    ``types`` is None); logs how many of each type were kept.
+
+    Raises ``ValueError`` naming the types when none is left: a warm start on nothing would fail later,
+    deep in the trainer, with a message that no longer says why.
+    """
+    rows = list(envs)
+    if types is None:
+        return rows
+    train = [(env, str(env.meta_dict().get("scenario") or "unknown")) for env in rows if env.split == "train"]
+    kept = [env for env, scenario in train if scenario in types]
+    found = Counter(scenario for _, scenario in train)
+    logger.info(
+        "SFT warm start: kept %d of %d train environments (%s)",
+        len(kept),
+        len(train),
+        ", ".join(f"{kind}: {found.get(kind, 0)}" for kind in types),
+    )
+    if not kept:
+        present = ", ".join(f"{kind} ({count})" for kind, count in sorted(found.items())) or "none"
+        raise ValueError(
+            f"train.local.sft.scenario_types {list(types)}: no train-split environment of these types "
+            f"to warm-start on (the train split holds: {present})"
+        )
+    return kept
 
 
 def oracle_examples(
@@ -219,7 +271,8 @@ def sft_warm_start(
 ) -> Path:
     """Fine-tune ``model_path`` on oracle trajectories of the environments; return the model folder.
 
-    The environments come from ``env_rows`` or the JSONL ``envs_file`` (exactly one). ``output_dir``
+    The environments come from ``env_rows`` or the JSONL ``envs_file`` (exactly one), narrowed to
+    ``config.scenario_types`` (``select_scenarios``). ``output_dir``
     receives ``checkpoints/``, ``metrics.jsonl``, ``metrics.png`` and the final ``model/``. A run killed
     part way resumes from its newest complete checkpoint; a finished one (``model/`` exists) returns at
     once.
@@ -230,7 +283,8 @@ def sft_warm_start(
     model_dir = checked_model_dir(model_path)
     out = Path(output_dir)
     final = out / FINAL_MODEL_DIR
-    envs = list(env_rows if env_rows is not None else iter_rows(Path(str(envs_file)), EnvRow))
+    rows = env_rows if env_rows is not None else iter_rows(Path(str(envs_file)), EnvRow)
+    envs = select_scenarios(rows, config.scenario_types, logger=log)
     check_manifest(
         out,
         {

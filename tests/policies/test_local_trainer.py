@@ -37,7 +37,14 @@ from policies.training.metrics import (
     read_metrics,
 )
 from policies.training.runs import latest_checkpoint, save_model_folder
-from policies.training.sft import SFTConfig, envs_from_parquet, oracle_examples, sft_warm_start
+from policies.training.sft import (
+    SFTConfig,
+    envs_from_parquet,
+    oracle_examples,
+    select_scenarios,
+    sft_warm_start,
+)
+from tasks.profile import ProfileError, load_profile
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -131,6 +138,39 @@ def test_sft_without_golden_calls_says_so(tmp_path: Path, tiny_compact_model_dir
         )
     with pytest.raises(ValueError, match="needs exactly one of env_rows and envs_file"):
         sft_warm_start(SFTConfig(), model_path=tiny_compact_model_dir, output_dir=tmp_path)
+
+
+def test_scenario_types_keep_only_train_environments_of_those_types(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    envs = numbered_variants(4)  # single-hop, parallel single-hop, multi-hop, single-hop
+    held_out = EnvRow(**{**numbered_variants(5)[4].model_dump(), "split": "test"})
+    with caplog.at_level("INFO", logger="policies.training.sft"):
+        kept = select_scenarios([*envs, held_out], ["single-hop", "multi-hop"])
+    assert [env.env_id for env in kept] == [envs[0].env_id, envs[2].env_id, envs[3].env_id]
+    assert "SFT warm start: kept 3 of 4 train environments (single-hop: 2, multi-hop: 1)" in caplog.messages
+    assert select_scenarios([*envs, held_out], None) == [*envs, held_out]  # None: all, as before
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "train.local.sft.scenario_types ['parallel multi-hop']: no train-split environment of these "
+            "types to warm-start on (the train split holds: multi-hop (1), parallel single-hop (1), "
+            "single-hop (2))"
+        ),
+    ):
+        select_scenarios(envs, ["parallel multi-hop"])
+
+
+def test_scenario_types_are_checked_and_kept_in_canonical_order() -> None:
+    config = load_profile(None, ["train.local.sft.scenario_types=[multi-hop, single-hop]"])
+    assert config.train.local.sft.scenario_types == ["single-hop", "multi-hop"]
+    assert SFTConfig().scenario_types is None
+    with pytest.raises(ProfileError, match=re.escape("train.local.sft.scenario_types.0: Input should be")):
+        load_profile(None, ["train.local.sft.scenario_types=[two-hop]"])
+    with pytest.raises(ValidationError, match="scenario types listed twice: single-hop"):
+        SFTConfig(scenario_types=["single-hop", "multi-hop", "single-hop"])
+    with pytest.raises(ValidationError, match="at least 1 item"):
+        SFTConfig(scenario_types=[])
 
 
 # --- metrics ---------------------------------------------------------------------------------------
