@@ -254,17 +254,23 @@ def compare(
         list[Path], typer.Argument(help="Evaluation folders (with summary.json); the first is the base.")
     ],
     out: Annotated[
-        Path, typer.Option("--out", help="Folder for comparison.md, comparison.json, comparison.png.")
+        Path,
+        typer.Option(
+            "--out", help="Folder for comparison.md, comparison.json, comparison.png and the line charts."
+        ),
     ],
     label: Annotated[
         list[str] | None, typer.Option(help="Name of each run in order (repeatable); default: folder names.")
     ] = None,
+    reference: Annotated[
+        str | None, typer.Option(help="The run (by label) changes are measured from; default: the first.")
+    ] = None,
 ) -> None:
     """Put evaluation runs side by side — the base model, then each training iteration — with every
-    metric's change from the base, as a Markdown table and a bar chart."""
+    metric's change from the base (or --reference), as Markdown tables, a bar chart and line charts."""
     from envs.evaluation.reports import write_comparison
 
-    report = write_comparison(runs, out, label or None)
+    report = write_comparison(runs, out, label or None, reference=reference)
     comparison = report.comparison
     for metric in comparison.metrics:
         runs_text = ", ".join(
@@ -272,7 +278,7 @@ def compare(
             for name, value in zip(comparison.labels, comparison.values[metric], strict=True)
         )
         typer.echo(f"{metric}: {runs_text}")
-    typer.echo(f"wrote {report.markdown}, {report.json} and {report.chart}")
+    typer.echo(f"wrote {report.markdown}, {report.json}, {', '.join(map(str, report.charts.values()))}")
 
 
 @analyze_app.command("param-diff")

@@ -1,29 +1,38 @@
-"""Evaluation results people read: one run's Markdown table, and a comparison across runs with a chart.
+"""Evaluation results people read: one run's Markdown table, and a comparison across runs with charts.
 
 Works on any benchmark's `summary.json` that follows the shared layout: top-level `benchmark`,
 `tasks`, optional `model`, `episodes` and `failed_episodes`; the metrics as top-level numbers in
 [0, 1] named `solve_*`, `pass@k` or `pass^k`; optional breakdowns as `by_<field>` objects mapping
-a group's name to its own metrics. A comparison puts the runs side by side (the first is the
-base: the base model, then each training iteration) with every metric's change from the base, as
-a Markdown table, a JSON file and a PNG bar chart.
+a group's name to its own metrics. A comparison puts the runs side by side (the base model, then
+each training iteration) with every metric's change from a reference run (the first by default; a
+full run measures from its warm-started model) and, per group, the last run's gain over the
+reference, as a Markdown table, a JSON file, a PNG bar chart and two line charts (the metrics per
+run, the headline metric per group per run).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
 from envs.atomic import atomic_write, atomic_write_text
+from envs.construction.stages import SCENARIO_TYPES
 
 SUMMARY_FILE = "summary.json"
 MARKDOWN_FILE = "summary.md"
 COMPARISON_MD = "comparison.md"
 COMPARISON_JSON = "comparison.json"
 COMPARISON_PNG = "comparison.png"
+METRICS_PNG = "by-model.png"
+
+#: How reports title the paper's metrics; any other metric keeps its key.
+METRIC_TITLES = {"solve_precision": "Solve-P", "solve_rate": "Solve-R", "solve_f1": "Solve-F1"}
 
 _METRIC = re.compile(r"^(solve_[a-z0-9_]+|pass[@^]\d+)$")
 _HEADLINES = ("solve_f1", "pass^1", "pass@1")
@@ -32,6 +41,15 @@ _HEADLINES = ("solve_f1", "pass^1", "pass@1")
 def metric_names(summary: dict[str, Any]) -> list[str]:
     """The metric keys of a summary (or of one group in it), in the order it lists them."""
     return [key for key, value in summary.items() if _METRIC.match(key) and isinstance(value, int | float)]
+
+
+def metric_title(name: str) -> str:
+    """How tables and charts name a metric.
+
+    >>> metric_title("solve_f1"), metric_title("pass^1")
+    ('Solve-F1', 'pass^1')
+    """
+    return METRIC_TITLES.get(name, name)
 
 
 def headline_metric(metrics: Sequence[str]) -> str:
@@ -118,7 +136,8 @@ def load_summary(run_dir: str | Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Runs side by side; `values[metric][i]` is run i's score, run 0 the base."""
+    """Runs side by side; `values[metric][i]` is run i's score. Changes are measured from the run at
+    index `reference` (the base model by default; in a full run, the warm-started model)."""
 
     benchmark: str
     labels: list[str]
@@ -128,21 +147,50 @@ class Comparison:
     groups: dict[str, dict[str, list[float | None]]]
     group_metric: str
     group_field: str | None
+    reference: int = 0
+    group_tasks: dict[str, int | None] = dataclass_field(default_factory=dict)
+
+    @property
+    def reference_label(self) -> str:
+        return self.labels[self.reference]
 
     def deltas(self, metric: str) -> list[float]:
-        base = self.values[metric][0]
+        base = self.values[metric][self.reference]
         return [value - base for value in self.values[metric]]
 
+    @property
+    def gain_index(self) -> int | None:
+        """The run whose per-group gain over the reference the group table shows: the last one
+        (None when the last run is the reference itself)."""
+        last = len(self.labels) - 1
+        return None if last == self.reference else last
 
-def compare(summaries: Sequence[dict[str, Any]], labels: Sequence[str]) -> Comparison:
+    def group_gain(self, values: Sequence[float | None]) -> float | None:
+        last = self.gain_index
+        if last is None or values[last] is None or values[self.reference] is None:
+            return None
+        return float(values[last]) - float(values[self.reference])  # type: ignore[arg-type]
+
+    @property
+    def gain_title(self) -> str:
+        return f"{self.labels[self.gain_index or 0]} − {self.reference_label}"
+
+
+def compare(
+    summaries: Sequence[dict[str, Any]], labels: Sequence[str], *, reference: str | None = None
+) -> Comparison:
     """Line runs up: the metrics all of them report, and the headline metric per group of the first
-    breakdown (a group a run lacks is `None` there)."""
+    breakdown (a group a run lacks is `None` there). `reference` names the run changes are measured
+    from (default: the first)."""
     if len(summaries) < 2:
         raise ValueError(f"a comparison needs at least two runs, got {len(summaries)}")
     if len(labels) != len(summaries):
         raise ValueError(f"{len(labels)} labels for {len(summaries)} runs")
     if len(set(labels)) != len(labels):
         raise ValueError(f"run labels must differ, got {list(labels)}; name them with --label")
+    if reference is not None and reference not in labels:
+        raise ValueError(f"the reference run {reference!r} is not one of the runs {list(labels)}")
+    ref = list(labels).index(reference) if reference is not None else 0
     benchmarks = sorted({summary["benchmark"] for summary in summaries})
     if len(benchmarks) > 1:
         raise ValueError(f"cannot compare runs of different benchmarks ({', '.join(benchmarks)})")
@@ -151,14 +199,16 @@ def compare(summaries: Sequence[dict[str, Any]], labels: Sequence[str]) -> Compa
         raise ValueError("the runs share no metric to compare")
     headline = headline_metric(shared)
     fields = [f for f in group_fields(summaries[0]) if all(f"by_{f}" in s for s in summaries[1:])]
-    field = "scenario" if "scenario" in fields else (fields[0] if fields else None)
+    field_name = "scenario" if "scenario" in fields else (fields[0] if fields else None)
     groups: dict[str, dict[str, list[float | None]]] = {}
-    if field is not None:
-        names = sorted({name for summary in summaries for name in summary[f"by_{field}"]})
-        groups[field] = {
-            name: [summary[f"by_{field}"].get(name, {}).get(headline) for summary in summaries]
-            for name in names
-        }
+    group_tasks: dict[str, int | None] = {}
+    if field_name is not None:
+        per_run = [summary[f"by_{field_name}"] for summary in summaries]
+        names = _group_order(field_name, {name for groups_of_run in per_run for name in groups_of_run})
+        groups[field_name] = {name: [run.get(name, {}).get(headline) for run in per_run] for name in names}
+        for name in names:  # the reference's count, else the first run's that has the group
+            counts = [run[name].get("tasks") for run in (per_run[ref], *per_run) if name in run]
+            group_tasks[name] = counts[0]
     return Comparison(
         benchmark=benchmarks[0],
         labels=list(labels),
@@ -167,15 +217,24 @@ def compare(summaries: Sequence[dict[str, Any]], labels: Sequence[str]) -> Compa
         values={name: [float(summary[name]) for summary in summaries] for name in shared},
         groups=groups,
         group_metric=headline,
-        group_field=field,
+        group_field=field_name,
+        reference=ref,
+        group_tasks=group_tasks,
     )
 
 
+def _group_order(field_name: str, names: set[str]) -> list[str]:
+    """Scenario types in the order of their difficulty (the paper's order), others after, by name."""
+    known = [name for name in SCENARIO_TYPES if name in names] if field_name == "scenario" else []
+    return known + sorted(names - set(known))
+
+
 def comparison_markdown(comparison: Comparison) -> str:
-    """Metrics per run with the change from the base run, then the headline metric per group."""
-    labels = comparison.labels
+    """Metrics per run with the change from the reference run, then the headline metric per group
+    with the last run's gain over the reference (which groups the change comes from)."""
+    labels, ref = comparison.labels, comparison.reference
     lines = [f"# {comparison.benchmark} evaluation: {' vs '.join(labels)}", ""]
-    lines.append(f"Base: **{labels[0]}**; each later run shows its change from the base in parentheses.")
+    lines.append(f"Changes in parentheses are from **{comparison.reference_label}**.")
     if len(set(comparison.tasks)) > 1:
         lines.append(f"Note: the runs evaluated different numbers of tasks ({comparison.tasks}).")
     lines.append("")
@@ -183,31 +242,69 @@ def comparison_markdown(comparison: Comparison) -> str:
     for index, label in enumerate(labels):
         row = [label, comparison.tasks[index]]
         for metric in comparison.metrics:
-            value, base = comparison.values[metric][index], comparison.values[metric][0]
-            row.append(_fmt(value) if index == 0 else f"{_fmt(value)} ({_delta(value, base)})")
+            value, base = comparison.values[metric][index], comparison.values[metric][ref]
+            row.append(_fmt(value) if index == ref else f"{_fmt(value)} ({_delta(value, base)})")
         rows.append(row)
-    lines += _table(["run", "tasks", *comparison.metrics], rows)
-    field = comparison.group_field
-    if field is not None:
-        lines += ["", f"## {comparison.group_metric} by {field.replace('_', ' ')}", ""]
+    lines += _table(["run", "tasks", *(metric_title(m) for m in comparison.metrics)], rows)
+    field_name = comparison.group_field
+    if field_name is not None:
+        title = field_name.replace("_", " ")
+        lines += ["", f"## {metric_title(comparison.group_metric)} by {title}", ""]
+        gain = comparison.gain_index is not None
         rows = []
-        for name, values in comparison.groups[field].items():
-            base = values[0]
-            cells = [
-                "—"
-                if value is None
-                else (_fmt(value) if index == 0 or base is None else f"{_fmt(value)} ({_delta(value, base)})")
-                for index, value in enumerate(values)
-            ]
-            rows.append([name, *cells])
-        lines += _table([field.replace("_", " "), *labels], rows)
+        for name, values in comparison.groups[field_name].items():
+            row = [name, _cell(comparison.group_tasks.get(name)), *(_cell(value) for value in values)]
+            if gain:
+                change = comparison.group_gain(values)
+                row.append("—" if change is None else f"{change:+.4f}")
+            rows.append(row)
+        header = [title, "tasks", *labels, *([comparison.gain_title] if gain else [])]
+        lines += _table(header, rows)
     return "\n".join(lines) + "\n"
+
+
+def _cell(value: float | int | None) -> str:
+    if value is None:
+        return "—"
+    return str(value) if isinstance(value, int) else _fmt(value)
+
+
+def comparison_rows(comparison: Comparison) -> list[dict[str, Any]]:
+    """The per-run table as rows for a UI table: each metric and its change from the reference."""
+    rows = []
+    for index, label in enumerate(comparison.labels):
+        row: dict[str, Any] = {"model": label, "tasks": comparison.tasks[index]}
+        for metric in comparison.metrics:
+            row[metric_title(metric)] = round(comparison.values[metric][index], 4)
+            row[f"{metric_title(metric)} change"] = round(comparison.deltas(metric)[index], 4)
+        rows.append(row)
+    return rows
+
+
+def group_rows(comparison: Comparison) -> list[dict[str, Any]]:
+    """The per-group table as rows for a UI table (empty without a breakdown)."""
+    field_name = comparison.group_field
+    if field_name is None:
+        return []
+    rows = []
+    for name, values in comparison.groups[field_name].items():
+        row: dict[str, Any] = {field_name: name, "tasks": comparison.group_tasks.get(name)}
+        row.update({label: _rounded(value) for label, value in zip(comparison.labels, values, strict=True)})
+        if comparison.gain_index is not None:
+            row[comparison.gain_title] = _rounded(comparison.group_gain(values))
+        rows.append(row)
+    return rows
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def comparison_json(comparison: Comparison) -> dict[str, Any]:
     return {
         "benchmark": comparison.benchmark,
         "runs": comparison.labels,
+        "reference": comparison.reference_label,
         "tasks": comparison.tasks,
         "metrics": {
             name: {"values": comparison.values[name], "deltas": comparison.deltas(name)}
@@ -216,6 +313,7 @@ def comparison_json(comparison: Comparison) -> dict[str, Any]:
         "groups": {
             "field": comparison.group_field,
             "metric": comparison.group_metric,
+            "tasks": comparison.group_tasks,
             "values": comparison.groups.get(comparison.group_field or "", {}),
         },
     }
@@ -231,22 +329,20 @@ def comparison_chart(comparison: Comparison, path: str | Path) -> Path:
     panels = 2 if comparison.group_field is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.6), squeeze=False)
     colors = plt.get_cmap("tab10").colors
+    metrics = comparison.metrics
     _bars(
-        axes[0][0], comparison.metrics, [comparison.values[m] for m in comparison.metrics], comparison, colors
+        axes[0][0],
+        [metric_title(m) for m in metrics],
+        [comparison.values[m] for m in metrics],
+        comparison,
+        colors,
     )
     axes[0][0].set_title("all metrics")
     if comparison.group_field is not None:
         groups = comparison.groups[comparison.group_field]
         _bars(axes[0][1], list(groups), list(groups.values()), comparison, colors)
-        axes[0][1].set_title(f"{comparison.group_metric} by {comparison.group_field.replace('_', ' ')}")
-    headline = comparison.group_metric
-    if headline in comparison.values:
-        base, last = comparison.values[headline][0], comparison.values[headline][-1]
-        first, final = comparison.labels[0], comparison.labels[-1]
-        change = f"{headline}: {first} {base:.3f} → {final} {last:.3f} ({last - base:+.3f})"
-    else:
-        change = ""
-    fig.suptitle(f"{comparison.benchmark} evaluation — {change}", fontsize=12)
+        axes[0][1].set_title(_group_title(comparison))
+    fig.suptitle(f"{comparison.benchmark} evaluation — {_headline_change(comparison)}", fontsize=12)
     handles = [
         plt.Rectangle((0, 0), 1, 1, color=colors[i % len(colors)]) for i in range(len(comparison.labels))
     ]
@@ -289,32 +385,144 @@ def _bars(
     axis.set_axisbelow(True)
 
 
+def _group_title(comparison: Comparison) -> str:
+    return f"{metric_title(comparison.group_metric)} by {(comparison.group_field or '').replace('_', ' ')}"
+
+
+def _headline_change(comparison: Comparison) -> str:
+    """ "Solve-F1: warm-start 0.300 → iter-2 0.450 (+0.150)": the reference against the last run."""
+    headline = comparison.group_metric
+    if headline not in comparison.values:
+        return ""
+    ref, last = comparison.reference, len(comparison.labels) - 1
+    before, after = comparison.values[headline][ref], comparison.values[headline][last]
+    return (
+        f"{metric_title(headline)}: {comparison.labels[ref]} {before:.3f} → "
+        f"{comparison.labels[last]} {after:.3f} ({after - before:+.3f})"
+    )
+
+
+def line_metrics(comparison: Comparison) -> list[str]:
+    """The metrics the per-run line chart draws: the paper's Solve-P/R/F1 when present, else all."""
+    solve = [name for name in METRIC_TITLES if name in comparison.metrics]
+    return solve or comparison.metrics
+
+
+def metrics_line_chart(comparison: Comparison, path: str | Path) -> Path:
+    """One line per metric (`line_metrics`) over the runs in order, the reference run marked."""
+    series = {metric_title(name): comparison.values[name] for name in line_metrics(comparison)}
+    title = f"{comparison.benchmark}: {', '.join(series)} per model — {_headline_change(comparison)}"
+    return line_chart(comparison.labels, series, path, title=title, marked=comparison.reference)
+
+
+def groups_line_chart(comparison: Comparison, path: str | Path) -> Path:
+    """One line per group of the breakdown (its headline metric) over the runs, the reference marked."""
+    if comparison.group_field is None:
+        raise ValueError("the runs share no breakdown (by_scenario...) to draw")
+    series = comparison.groups[comparison.group_field]
+    return line_chart(
+        comparison.labels,
+        series,
+        path,
+        title=f"{_group_title(comparison)} per model",
+        marked=comparison.reference,
+    )
+
+
+def line_chart(
+    labels: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    path: str | Path,
+    *,
+    title: str,
+    marked: int | None = None,
+) -> Path:
+    """Scores in [0, 1] of each series over runs in order (a missing score leaves a gap), each point
+    labelled; the run at index `marked` gets a dashed line: the reference that changes are from."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(max(6.0, 1.4 * len(labels) + 3.0), 4.4))
+    xs = list(range(len(labels)))
+    for index, (name, values) in enumerate(series.items()):
+        ys = [math.nan if value is None else float(value) for value in values]
+        (line,) = axis.plot(xs, ys, marker="o", label=name)
+        for x, y in zip(xs, ys, strict=True):
+            if not math.isnan(y):
+                axis.annotate(  # labels alternate above and below, so close lines keep them apart
+                    f"{y:.2f}",
+                    (x, y),
+                    xytext=(0, 5 if index % 2 == 0 else -11),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=7,
+                    color=line.get_color(),
+                )
+    if marked is not None:
+        axis.axvline(marked, color="grey", linestyle="--", linewidth=1)
+        axis.annotate("reference", (marked, 1.08), ha="center", fontsize=8, color="grey")
+    axis.set_xticks(xs)
+    axis.set_xticklabels(labels, rotation=20, ha="right", fontsize=9)
+    axis.set_xlim(-0.4, len(labels) - 0.6)
+    axis.set_ylim(0, 1.12)
+    axis.set_ylabel("score")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
+    axis.set_title(title, fontsize=10)
+    fig.tight_layout()
+    target = Path(path)
+    with atomic_write(target, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120)
+    plt.close(fig)
+    return target
+
+
 @dataclass(frozen=True)
 class ComparisonReport:
+    """The files a comparison wrote; `charts` maps each chart's title to its file, the bars first."""
+
     markdown: Path
     json: Path
     chart: Path
+    charts: dict[str, Path]
     comparison: Comparison
 
 
 def write_comparison(
-    run_dirs: Sequence[str | Path], out_dir: str | Path, labels: Sequence[str] | None = None
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    labels: Sequence[str] | None = None,
+    *,
+    reference: str | None = None,
 ) -> ComparisonReport:
-    """Compare the evaluation summaries in `run_dirs` (the first is the base); write Markdown, JSON, PNG.
+    """Compare the evaluation summaries in `run_dirs`, changes from the run labelled `reference` (default:
+    the first); write Markdown, JSON and the charts (bars, the metrics per run, the groups per run).
 
     Labels default to the folders' names (with their parent's where names repeat, as with
     `iter-1/eval` and `iter-2/eval`).
     """
     dirs = [Path(run_dir) for run_dir in run_dirs]
     summaries = [load_summary(run_dir) for run_dir in dirs]
-    comparison = compare(summaries, list(labels) if labels else default_labels(dirs))
+    comparison = compare(summaries, list(labels) if labels else default_labels(dirs), reference=reference)
     out = Path(out_dir)
     markdown = out / COMPARISON_MD
     atomic_write_text(markdown, comparison_markdown(comparison))
     data = out / COMPARISON_JSON
     atomic_write_text(data, json.dumps(comparison_json(comparison), indent=2, ensure_ascii=False) + "\n")
     chart = comparison_chart(comparison, out / COMPARISON_PNG)
-    return ComparisonReport(markdown=markdown, json=data, chart=chart, comparison=comparison)
+    charts = {
+        "comparison chart": chart,
+        f"{', '.join(metric_title(m) for m in line_metrics(comparison))} per model": metrics_line_chart(
+            comparison, out / METRICS_PNG
+        ),
+    }
+    if comparison.group_field is not None:
+        charts[f"{_group_title(comparison)} per model"] = groups_line_chart(
+            comparison, out / f"by-{comparison.group_field.replace('_', '-')}.png"
+        )
+    return ComparisonReport(markdown=markdown, json=data, chart=chart, charts=charts, comparison=comparison)
 
 
 def default_labels(dirs: Sequence[Path]) -> list[str]:

@@ -32,6 +32,7 @@ __all__ = [
     "Panel",
     "keep_until",
     "metrics_record",
+    "plot_across_runs",
     "plot_metrics",
     "read_metrics",
 ]
@@ -191,6 +192,64 @@ def plot_metrics(metrics_path: Path, plot_path: Path, layout: MetricsLayout) -> 
             high = [v + s for v, s in zip(values, spread, strict=True)]
             axis.fill_between(steps, low, high, alpha=0.25)
         axis.grid(alpha=0.3)
+    figure.tight_layout()
+    with atomic_write(plot_path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=100)
+    plt.close(figure)
+    return plot_path
+
+
+def plot_across_runs(runs: Mapping[str, Path], plot_path: Path, panel: Panel) -> Path | None:
+    """Draw ``panel`` of consecutive runs (the iterations of a pipeline) on one global step axis.
+
+    Each run's steps continue where the previous run's last record stopped; a dashed line marks
+    where a run starts (half a step before its first), labelled with its name (the mapping's key).
+    Returns None, drawing nothing, when no run logged the panel's metric.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axis = plt.subplots(figsize=(8.0, 3.8))
+    offset, drawn = 0, False
+    for index, (name, path) in enumerate(runs.items()):
+        records = read_metrics(path)
+        points = [
+            (offset + r["step"], r[panel.key], r.get(panel.spread) if panel.spread else None) for r in records
+        ]
+        points = [point for point in points if point[1] is not None]
+        if index > 0:
+            axis.axvline(offset + 0.5, color="grey", linestyle="--", linewidth=1)
+        axis.annotate(
+            name,
+            (offset + 0.5, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color="grey",
+        )
+        if points:
+            drawn = True
+            steps = [point[0] for point in points]
+            values = [point[1] for point in points]
+            (line,) = axis.plot(steps, values, marker="o" if len(points) < 30 else None, color="C0")
+            if panel.spread is not None:
+                spread = [point[2] or 0.0 for point in points]
+                low = [v - w for v, w in zip(values, spread, strict=True)]
+                high = [v + w for v, w in zip(values, spread, strict=True)]
+                axis.fill_between(steps, low, high, alpha=0.2, color=line.get_color())
+        offset += max((record["step"] for record in records), default=0)
+    if not drawn:
+        plt.close(figure)
+        return None
+    axis.set_title(f"{panel.title} per step, iterations one after another")
+    axis.set_xlabel("global step")
+    axis.set_xlim(left=0.5)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.grid(alpha=0.3)
     figure.tight_layout()
     with atomic_write(plot_path, "wb") as handle:
         figure.savefig(handle, format="png", dpi=100)

@@ -17,7 +17,9 @@ from envs.evaluation.reports import (
     compare,
     comparison_json,
     comparison_markdown,
+    comparison_rows,
     default_labels,
+    group_rows,
     summary_markdown,
     write_comparison,
 )
@@ -111,23 +113,24 @@ def test_comparison_shows_each_metric_and_group_change_from_the_base() -> None:
     assert comparison_markdown(comparison) == (
         "# ftrl evaluation: base vs iter-1\n"
         "\n"
-        "Base: **base**; each later run shows its change from the base in parentheses.\n"
+        "Changes in parentheses are from **base**.\n"
         "\n"
-        "| run | tasks | solve_rate | solve_f1 |\n"
+        "| run | tasks | Solve-R | Solve-F1 |\n"
         "| --- | --- | --- | --- |\n"
         "| base | 4 | 0.5000 | 0.2500 |\n"
         "| iter-1 | 4 | 0.7500 (+0.2500) | 0.6250 (+0.3750) |\n"
         "\n"
-        "## solve_f1 by scenario\n"
+        "## Solve-F1 by scenario\n"
         "\n"
-        "| scenario | base | iter-1 |\n"
-        "| --- | --- | --- |\n"
-        "| multi-hop | 0.0000 | — |\n"
-        "| single-hop | 0.5000 | 1.0000 (+0.5000) |\n"
+        "| scenario | tasks | base | iter-1 | iter-1 − base |\n"
+        "| --- | --- | --- | --- | --- |\n"
+        "| single-hop | 2 | 0.5000 | 1.0000 | +0.5000 |\n"
+        "| multi-hop | 2 | 0.0000 | — | — |\n"
     )
     assert comparison_json(comparison) == {
         "benchmark": "ftrl",
         "runs": ["base", "iter-1"],
+        "reference": "base",
         "tasks": [4, 4],
         "metrics": {
             "solve_rate": {"values": [0.5, 0.75], "deltas": [0.0, 0.25]},
@@ -136,9 +139,60 @@ def test_comparison_shows_each_metric_and_group_change_from_the_base() -> None:
         "groups": {
             "field": "scenario",
             "metric": "solve_f1",
-            "values": {"multi-hop": [0.0, None], "single-hop": [0.5, 1.0]},
+            "tasks": {"single-hop": 2, "multi-hop": 2},
+            "values": {"single-hop": [0.5, 1.0], "multi-hop": [0.0, None]},
         },
     }
+
+
+def test_changes_are_measured_from_the_reference_run_and_groups_show_the_last_gain() -> None:
+    """base → warm-start → iter-1 → iter-2, measured from the warm start: the table shows each run's
+    change from it, the scenario table where iter-2's gain over it comes from."""
+    runs = [
+        summary(0.0, 0.0, single_f1=0.0, multi_f1=0.0),
+        summary(0.3, 0.4, single_f1=0.6, multi_f1=0.0),
+        summary(0.35, 0.45, single_f1=0.6, multi_f1=0.1),
+        summary(0.5, 0.5, single_f1=0.75, multi_f1=0.25),
+    ]
+    labels = ["base", "warm-start", "iter-1", "iter-2"]
+    comparison = compare(runs, labels, reference="warm-start")
+    assert comparison.reference == 1 and comparison.reference_label == "warm-start"
+    assert comparison.deltas("solve_f1") == pytest.approx([-0.3, 0.0, 0.05, 0.2])
+    text = comparison_markdown(comparison)
+    assert "Changes in parentheses are from **warm-start**.\n" in text
+    assert "| base | 4 | 0.0000 (-0.4000) | 0.0000 (-0.3000) |\n" in text
+    assert "| warm-start | 4 | 0.4000 | 0.3000 |\n" in text
+    assert "| iter-2 | 4 | 0.5000 (+0.1000) | 0.5000 (+0.2000) |\n" in text
+    assert text.endswith(
+        "| scenario | tasks | base | warm-start | iter-1 | iter-2 | iter-2 − warm-start |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |\n"
+        "| single-hop | 2 | 0.0000 | 0.6000 | 0.6000 | 0.7500 | +0.1500 |\n"
+        "| multi-hop | 2 | 0.0000 | 0.0000 | 0.1000 | 0.2500 | +0.2500 |\n"
+    )
+    assert comparison_rows(comparison)[0] == {
+        "model": "base",
+        "tasks": 4,
+        "Solve-R": 0.0,
+        "Solve-R change": -0.4,
+        "Solve-F1": 0.0,
+        "Solve-F1 change": -0.3,
+    }
+    assert group_rows(comparison)[1] == {
+        "scenario": "multi-hop",
+        "tasks": 2,
+        "base": 0.0,
+        "warm-start": 0.0,
+        "iter-1": 0.1,
+        "iter-2": 0.25,
+        "iter-2 − warm-start": 0.25,
+    }
+    with pytest.raises(
+        ValueError, match=re.escape("the reference run 'sft' is not one of the runs ['base', 'warm-start'")
+    ):
+        compare(runs, labels, reference="sft")
+    last_is_reference = compare(runs[:2], labels[:2], reference="warm-start")
+    assert last_is_reference.gain_index is None
+    assert "| scenario | tasks | base | warm-start |\n" in comparison_markdown(last_is_reference)
 
 
 def test_comparison_refuses_what_cannot_be_compared(tmp_path: Path) -> None:
@@ -205,10 +259,10 @@ def test_two_checkpoints_evaluated_and_compared(tmp_path: Path, tiny_compact_mod
     f1 = [s["solve_f1"] for s in summaries]
     assert f"solve_f1: base {f1[0]:.4f}, iter-1 {f1[1]:.4f}" in result.stdout
     markdown = (report_dir / "comparison.md").read_text()
-    assert "| run | tasks | solve_precision | solve_rate | solve_f1 | pass@1 |" in markdown
+    assert "| run | tasks | Solve-P | Solve-R | Solve-F1 | pass@1 |" in markdown
     assert f"| iter-1 | 3 | {summaries[1]['solve_precision']:.4f} (" in markdown
     assert f"{f1[1]:.4f} ({f1[1] - f1[0]:+.4f})" in markdown
-    assert "## solve_f1 by scenario" in markdown
+    assert "## Solve-F1 by scenario" in markdown
     assert json.loads((report_dir / "comparison.json").read_text())["runs"] == ["base", "iter-1"]
     check_png(report_dir / "comparison.png", width=1560, height=552)
 
@@ -222,4 +276,11 @@ def test_comparison_chart_of_hand_made_runs(tmp_path: Path) -> None:
     report = write_comparison(runs, tmp_path / "report")
     assert report.comparison.labels == ["base", "iter-1", "iter-2"]
     check_png(report.chart, width=1560, height=552)
+    assert report.charts == {
+        "comparison chart": report.chart,
+        "Solve-R, Solve-F1 per model": tmp_path / "report" / "by-model.png",
+        "Solve-F1 by scenario per model": tmp_path / "report" / "by-scenario.png",
+    }
+    check_png(tmp_path / "report" / "by-model.png", width=864, height=528)
+    check_png(tmp_path / "report" / "by-scenario.png", width=864, height=528)
     assert "| iter-2 | 4 | 0.5000 (+0.2000) | 0.4700 (+0.2100) |" in report.markdown.read_text()
