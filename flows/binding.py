@@ -26,6 +26,7 @@ from prefect.states import State
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks import stage_tasks
+from tasks.artifacts import publish_report
 from tasks.caching import results_folder, stage_view
 from tasks.profile import PipelineConfig
 from tasks.references import FileRef, stat_fingerprint
@@ -151,6 +152,7 @@ class RunTasks:
         self.sample_shard = bind(stage_tasks.sample_shard)
         self.join_trajectories = bind(stage_tasks.join_trajectories)
         self.convert = bind(stage_tasks.convert)
+        self.warm_start = bind(stage_tasks.warm_start)
         self.train = bind(stage_tasks.train)
         self.merge = bind(stage_tasks.merge)
         self.evaluate_shard = bind(stage_tasks.evaluate_shard)
@@ -179,6 +181,10 @@ class RunTasks:
         self.stages.wait()
         if not all(future.state.is_completed() for future in futures) or self.stages.failures():
             raise StageFailed.from_log(self.stages)
+
+    def publish_report(self, report: FileRef, label: str) -> None:
+        """Post the report stage's Markdown and tables as artifacts of this flow run (cached or not)."""
+        publish_report(report.path, self.run_dir.name, label)
 
     # --- inputs ---------------------------------------------------------------------------------
 

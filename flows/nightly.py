@@ -100,6 +100,8 @@ def nightly_eval(
                 futures, names, {}, run.run_dir, label=f"report-{bench.name}"
             )
         run.check([*reports.values(), *(f for per in evaluations.values() for f in per.values())])
+        for name, future in reports.items():
+            run.publish_report(future.result(), f"report-{name}")
         return NightlyResult(
             reports={name: future.result() for name, future in reports.items()},
             evaluations={

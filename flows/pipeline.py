@@ -1,15 +1,28 @@
-"""The full run: build environments, then N iterations of sample → convert → train → merge, then
-evaluate the base model and every iteration and write the comparison report.
+"""The full run: build environments, warm-start the model (when the profile has an SFT warm start),
+then N iterations of sample → convert → train → merge, evaluating every model on the way, and
+write the comparison report.
 
-Iteration k samples with the model merged in iteration k−1 (the base model for k = 1), as the paper
-iterates. Every step is a cached task (`tasks.stage_tasks`), so the same run started again finishes
-with every stage `Cached`, a run whose stage failed reruns only what had not completed, and a
-changed setting reruns the stages that read it and those downstream of their outputs. The local
-trainer's SFT warm start (when the profile has one) runs in the first iteration only: later
-iterations start from a model that already writes tool calls.
+    base-model ─┬─ evaluate-base
+    build ──────┴─ warm-start ─┬─ evaluate-warm-start
+                               └─ sample-1 → convert-1 → train-1 → merge-1 ─┬─ evaluate-iter-1
+                                                                            └─ sample-2 → ...
 
-Stages run as soon as their inputs exist: the base model is evaluated while iteration 1 samples, and
-sampling and evaluation fan out over shards (`RunPlan.sample_shards`, `eval_shards`).
+The warm start (`train.local.sft`, local trainer only) is a stage of its own: it fine-tunes the
+base model on oracle trajectories of the build's train environments (`train.local.sft.scenario_types`
+can keep it to the simpler scenario types, leaving the others for RL to learn), and its model is
+evaluated as `warm-start` and is where iteration 1 starts. The train stages never run SFT
+themselves (`train_view`). Without a warm start, iteration 1 starts from the base model. Iteration
+k samples with the model merged in iteration k−1, as the paper iterates. The report measures every
+change from the warm-started model when there is one (it isolates what RL added), else from the
+first evaluation.
+
+Every step is a cached task (`tasks.stage_tasks`), so the same run started again finishes with
+every stage `Cached`, a run whose stage failed reruns only what had not completed, and a changed
+setting reruns the stages that read it and those downstream of their outputs (an SFT setting: the
+warm start and everything after it; a GRPO setting: the train stages and what follows them).
+
+Stages run as soon as their inputs exist: the base model is evaluated while the warm start trains,
+and sampling and evaluation fan out over shards (`RunPlan.sample_shards`, `eval_shards`).
 
     from flows.pipeline import RunPlan, full_run
     from tasks.profile import load_profile
@@ -31,7 +44,19 @@ from tasks.profile import PipelineConfig
 from tasks.references import FileRef
 from tasks.stage_tasks import BuiltEnvs
 
-__all__ = ["RunPlan", "RunResult", "StageFailed", "check_run", "full_run", "train_view"]
+__all__ = [
+    "RunPlan",
+    "RunResult",
+    "StageFailed",
+    "WARM_START",
+    "check_run",
+    "full_run",
+    "train_view",
+    "warm_start_view",
+]
+
+#: The warm-started model's name in the run: its stage's label, its evaluation's and the report's.
+WARM_START = "warm-start"
 
 
 class RunPlan(BaseModel):
@@ -89,13 +114,22 @@ def check_run(config: PipelineConfig) -> None:
         raise ValueError("the profile cannot make a full run:\n  " + "\n  ".join(problems))
 
 
-def train_view(config: PipelineConfig, iteration: int) -> PipelineConfig:
-    """The train stage's view for `iteration`: the SFT warm start belongs to the first one only."""
+def train_view(config: PipelineConfig) -> PipelineConfig:
+    """The train stage's view, without the SFT warm start: in the pipeline that is its own stage
+    (`warm_start_view`), so a train stage's key and its work are RL alone."""
     view = stage_view(config, "train")
-    if iteration == 1 or view.train.local.sft is None:
+    if view.train.local.sft is None:
         return view
     local = view.train.local.model_copy(update={"sft": None})
     return view.model_copy(update={"train": view.train.model_copy(update={"local": local})})
+
+
+def warm_start_view(config: PipelineConfig) -> PipelineConfig | None:
+    """The warm-start stage's view, or None when the run has no warm start (no `train.local.sft`, or
+    a trainer other than the local one, whose settings are then unused)."""
+    if config.train.backend != "local" or config.train.local.sft is None:
+        return None
+    return stage_view(config, "warm-start")
 
 
 @flow(name="full-run", flow_run_name="{config.run.name}", validate_parameters=True)
@@ -121,22 +155,32 @@ def _run(run: RunTasks, config: PipelineConfig, plan: RunPlan) -> RunResult:
     evaluations = {"base": evaluate(base, "base")} if plan.evaluate_base else {}
     checkpoints: dict[str, PrefectFuture] = {}
     model = base
+    warm = warm_start_view(config)
+    if warm is not None:
+        model = run.warm_start.submit(warm, built.train, base, run.run_dir, label=WARM_START)
+        models[WARM_START] = model
+        evaluations[WARM_START] = evaluate(model, WARM_START)
     for k in range(1, plan.iterations + 1):
         name = f"iter-{k}"
         trajectories = run.sample(config, sample_shards, model, label=f"sample-{k}")
         data = run.convert.submit(trajectories, run.run_dir, label=f"convert-{k}")
-        checkpoints[name] = run.train.submit(
-            train_view(config, k), data, model, run.run_dir, label=f"train-{k}"
-        )
+        checkpoints[name] = run.train.submit(train_view(config), data, model, run.run_dir, label=f"train-{k}")
         model = run.merge.submit(
             stage_view(config, "merge"), checkpoints[name], run.run_dir, label=f"merge-{k}"
         )
         models[name] = model
         evaluations[name] = evaluate(model, name)
     report = run.report.submit(
-        list(evaluations.values()), list(evaluations), checkpoints, run.run_dir, label="report"
+        list(evaluations.values()),
+        list(evaluations),
+        checkpoints,
+        run.run_dir,
+        label="report",
+        reference=WARM_START if WARM_START in evaluations else None,
+        warm_start=models.get(WARM_START),
     )
     run.check([*models.values(), *evaluations.values(), *checkpoints.values(), report])
+    run.publish_report(report.result(), "report")
     return RunResult(
         run_dir=run.run_dir,
         envs=built,

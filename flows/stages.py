@@ -18,13 +18,21 @@ from prefect import flow
 from prefect.futures import PrefectFuture
 
 from flows.binding import RetryPolicy, RunTasks
-from flows.pipeline import train_view
+from flows.pipeline import WARM_START, train_view, warm_start_view
 from tasks.caching import stage_view
 from tasks.profile import PipelineConfig
 from tasks.references import FileRef
 from tasks.stage_tasks import BuiltEnvs
 
-__all__ = ["build_flow", "convert_flow", "evaluate_flow", "merge_flow", "sample_flow", "train_flow"]
+__all__ = [
+    "build_flow",
+    "convert_flow",
+    "evaluate_flow",
+    "merge_flow",
+    "sample_flow",
+    "train_flow",
+    "warm_start_flow",
+]
 
 
 def _run(config: PipelineConfig, retry: RetryPolicy | None) -> RunTasks:
@@ -72,25 +80,40 @@ def convert_flow(
         return _finish(run, run.convert.submit(trajectories.resolved(), run.run_dir, label=label))
 
 
+@flow(name="warm-start", flow_run_name="{config.run.name}-{label}", validate_parameters=True)
+def warm_start_flow(
+    config: PipelineConfig,
+    envs: FileRef,
+    model: FileRef | None = None,
+    label: str = WARM_START,
+    retry: RetryPolicy | None = None,
+) -> FileRef:
+    """Warm-start `model` (default: the profile's model) with the profile's SFT (`train.local.sft`) on
+    oracle trajectories of the train environments `envs`; the result is a model folder."""
+    view = warm_start_view(config)
+    if view is None:
+        raise ValueError("train.local.sft: empty (or train.backend is not local): no warm start to run")
+    run = _run(config, retry)
+    with run.failing_as_stages():
+        start = run.base_model(config) if model is None else model.resolved()
+        future = run.warm_start.submit(view, envs.resolved(), start, run.run_dir, label=label)
+        return _finish(run, future)
+
+
 @flow(name="train", flow_run_name="{config.run.name}-{label}", validate_parameters=True)
 def train_flow(
     config: PipelineConfig,
     data: FileRef,
     model: FileRef | None = None,
-    iteration: int = 1,
     label: str = "train",
     retry: RetryPolicy | None = None,
 ) -> FileRef:
-    """Train `model` (default: the profile's model) on the training parquet `data`.
-
-    `iteration` above 1 skips the local trainer's SFT warm start, as the full run does.
-    """
+    """Train `model` (default: the profile's model; after a warm start, its model) on the training
+    parquet `data`. The SFT warm start is not part of it: that is `warm_start_flow`."""
     run = _run(config, retry)
     with run.failing_as_stages():
         start = run.base_model(config) if model is None else model.resolved()
-        future = run.train.submit(
-            train_view(config, iteration), data.resolved(), start, run.run_dir, label=label
-        )
+        future = run.train.submit(train_view(config), data.resolved(), start, run.run_dir, label=label)
         return _finish(run, future)
 
 

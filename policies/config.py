@@ -21,6 +21,9 @@ class ModelConfig(BaseModel):
     tiny_template: Literal["qwen2.5", "compact"] = Field(
         "qwen2.5", description="Chat template of the tiny model: Qwen2.5's exact one, or a terse variant."
     )
+    tiny_seed: int = Field(
+        0, ge=0, description="Seed of the tiny model's random weights (its tokenizer is fixed)."
+    )
     parser: Literal["qwen2.5", "hermes", "qwen3", "llama3.1"] = Field(
         "qwen2.5", description="Tool-call format the model writes."
     )

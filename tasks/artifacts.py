@@ -5,7 +5,9 @@
   one metrics line per logging step), so `polled_progress` reads it from there in a background
   thread instead of threading callbacks through the domain code.
 - Table artifacts for the environment report and the evaluation results.
-- A Markdown artifact of the run report, linking its plots.
+- The run report as a Markdown artifact (linking its charts) and its tables as table artifacts. The
+  report stage saves them beside the report (`save_report_artifacts`) and the flow posts them
+  (`publish_report`), so every flow run has its report in the UI, one whose stages were all cached too.
 
 Artifact keys may hold only lowercase letters, digits and dashes (`artifact_key` makes one); the UI
 lists a key's latest version on its Artifacts page.
@@ -30,6 +32,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from envs.atomic import atomic_write_text
 from envs.chunks import parts_folder
 from envs.evaluation.reports import metric_names
 
@@ -42,12 +45,22 @@ __all__ = [
     "markdown_artifact",
     "metrics_progress",
     "polled_progress",
+    "publish_report",
+    "save_report_artifacts",
     "table_artifact",
 ]
 
 _logger = logging.getLogger(__name__)
 #: Seconds between two looks at a running stage's files.
 POLL_S = 2.0
+#: The file in a report folder holding what `publish_report` posts.
+REPORT_ARTIFACTS = "artifacts.json"
+#: Descriptions of the report's tables in the UI.
+REPORT_TABLES = {
+    "results": "Evaluation results per model, with each metric's change from the reference model",
+    "scenarios": "Solve-F1 per scenario type per model, with the last iteration's gain",
+    "training reward": "GRPO reward per iteration",
+}
 
 
 def artifact_key(*parts: str) -> str:
@@ -164,3 +177,26 @@ def table_artifact(key: str, rows: list[dict[str, Any]], description: str) -> No
 
 def markdown_artifact(key: str, markdown: str, description: str) -> None:
     create_markdown_artifact(markdown, key=key, description=description)
+
+
+def save_report_artifacts(
+    out_dir: Path, markdown: str, description: str, tables: Mapping[str, list[dict[str, Any]]]
+) -> Path:
+    """Keep a report's Markdown (absolute links) and tables beside it, for `publish_report`."""
+    data = {"markdown": markdown, "description": description, "tables": dict(tables)}
+    path = out_dir / REPORT_ARTIFACTS
+    atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return path
+
+
+def publish_report(report_dir: Path, run_name: str, label: str) -> None:
+    """Post the report saved in `report_dir` as artifacts of the running flow: the Markdown under the
+    key `<run>-<label>`, each table under `<run>-<label>-<table>`.
+
+    The flow posts them itself, not the report stage: a cached stage does not run, and the UI shows
+    a flow run the artifacts created during it.
+    """
+    data = json.loads((report_dir / REPORT_ARTIFACTS).read_text(encoding="utf-8"))
+    markdown_artifact(artifact_key(run_name, label), data["markdown"], data["description"])
+    for name, rows in data["tables"].items():
+        table_artifact(artifact_key(run_name, label, name), rows, REPORT_TABLES.get(name, name))

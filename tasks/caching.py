@@ -61,6 +61,7 @@ CODE_VERSIONS: dict[str, str] = {
     "shards": "1",
     "sample": "1",
     "convert": "1",
+    "warm-start": "1",
     "train": "1",
     "merge": "1",
     "evaluate": "1",
@@ -71,9 +72,10 @@ CODE_VERSIONS: dict[str, str] = {
 #: defaults. Paths that name inputs (`eval.data`...) are not here: inputs arrive as references.
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "build": ("build", "sandbox", "generation.max_concurrency"),
-    "model": ("model.tiny_template",),
+    "model": ("model.tiny_template", "model.tiny_seed"),
     "sample": ("generation", "sample", "sandbox", "model.parser"),
     "convert": (),
+    "warm-start": ("train.local.sft",),
     "train": ("train", "reward", "model.parser", "generation.enable_thinking"),
     "merge": ("merge",),
     "evaluate": (

@@ -15,6 +15,11 @@ from policies.tiny_model import TinyModelSpec, build_tiny_model
 from tasks.profile import PipelineConfig
 
 
+def tiny_spec(config: PipelineConfig) -> TinyModelSpec:
+    """The tiny model a profile describes (when it names no model folder)."""
+    return TinyModelSpec(template=config.model.tiny_template, seed=config.model.tiny_seed)
+
+
 def resolve_model_folder(config: PipelineConfig) -> Path:
     if config.model.path is not None:
         if not (config.model.path / "config.json").is_file():
@@ -22,7 +27,7 @@ def resolve_model_folder(config: PipelineConfig) -> Path:
         return config.model.path
     folder = config.run.directory / "models" / "tiny"
     if not (folder / "config.json").is_file():
-        build_tiny_model(folder, TinyModelSpec(template=config.model.tiny_template))
+        build_tiny_model(folder, tiny_spec(config))
     return folder
 
 

@@ -52,6 +52,21 @@ class PipelineConfig(BaseModel):
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
 
+#: Every seed of a profile, for `ftrl run --seed N`; `train.local.sft.seed` joins them when the profile
+#: has a warm start (setting it otherwise would create one).
+SEED_KEYS = ("build.seed", "sample.seed", "eval.seed", "train.local.seed", "model.tiny_seed")
+
+
+def seed_overrides(config: PipelineConfig, seed: int) -> list[str]:
+    """`key=seed` overrides that give every seed of `config` the one value `seed`.
+
+    >>> seed_overrides(PipelineConfig(), 7)[:2]
+    ['build.seed=7', 'sample.seed=7']
+    """
+    keys = [*SEED_KEYS, *(["train.local.sft.seed"] if config.train.local.sft is not None else [])]
+    return [f"{key}={seed}" for key in keys]
+
+
 class ProfileError(ValueError):
     """A profile or override that cannot be used; the message names the file, key and reason."""
 

@@ -26,7 +26,7 @@ from envs.atomic import atomic_write_text
 from envs.convert import convert_trajectories
 from envs.evaluation.ftrl_eval import EPISODES_FILE
 from envs.evaluation.reports import load_summary
-from policies.tiny_model import TinyModelSpec, build_tiny_model
+from policies.tiny_model import build_tiny_model
 from policies.training.merge import merge_checkpoint
 from tasks.artifacts import (
     ProgressArtifact,
@@ -34,22 +34,31 @@ from tasks.artifacts import (
     chunk_progress,
     env_report_table,
     eval_table,
-    markdown_artifact,
     metrics_progress,
     polled_progress,
+    save_report_artifacts,
     table_artifact,
 )
 from tasks.build import run_build
 from tasks.caching import output_dir, stage_cache
 from tasks.concurrency import model_stage
 from tasks.evaluate import evaluate_ftrl_shard, evaluate_tau_domain, join_ftrl_shards
+from tasks.model import tiny_spec
 from tasks.profile import PipelineConfig
 from tasks.references import FileRef, RefKind, file_ref
 from tasks.report import report_markdown, write_run_report
 from tasks.retries import inject_fault
 from tasks.sample import run_sampling
 from tasks.shards import concat_files, split_envs
-from tasks.train import run_training, training_plots, training_steps
+from tasks.train import (
+    run_training,
+    run_warm_start,
+    training_metrics,
+    training_plots,
+    training_steps,
+    warm_start_plot,
+    warm_start_steps,
+)
 
 __all__ = [
     "BuiltEnvs",
@@ -66,6 +75,7 @@ __all__ = [
     "split_shards",
     "tiny_model",
     "train",
+    "warm_start",
 ]
 
 #: Results are small references; JSON keeps them readable in `.prefect-results` and never pickles data.
@@ -105,7 +115,7 @@ def tiny_model(config: PipelineConfig, run_dir: Path, label: str) -> FileRef:
     out = output_dir(run_dir, "models", label)
     if not (out / "config.json").is_file():
         with model_stage():
-            build_tiny_model(out, TinyModelSpec(template=config.model.tiny_template))
+            build_tiny_model(out, tiny_spec(config))
     return file_ref(out, "model")
 
 
@@ -188,7 +198,22 @@ def convert(trajectories: FileRef, run_dir: Path, label: str) -> FileRef:
     )
 
 
-# --- train, merge -------------------------------------------------------------------------------
+# --- warm start, train, merge -------------------------------------------------------------------
+
+
+@task(cache_policy=stage_cache("warm-start"), **_RESULTS)
+def warm_start(config: PipelineConfig, envs: FileRef, model: FileRef, run_dir: Path, label: str) -> FileRef:
+    """Fine-tune `model` on oracle trajectories of the train environments `envs` (the profile's
+    `train.local.sft`); the result is a model folder that sampling and training start from."""
+    inject_fault("warm-start", label, run_dir)
+    out = output_dir(run_dir, "checkpoints", label)
+    key = _artifact(run_dir, label, "progress")
+    with (
+        model_stage(),
+        polled_progress(key, f"{label}: SFT steps", metrics_progress(warm_start_steps(config, out))),
+    ):
+        folder = run_warm_start(config, envs.path, model.path, out, get_run_logger())
+    return file_ref(folder, "model")
 
 
 @task(cache_policy=stage_cache("train"), **_RESULTS)
@@ -275,22 +300,48 @@ def evaluate_tau(
 
 @task(cache_policy=stage_cache("report"), **_RESULTS)
 def report(
-    evaluations: list[FileRef], names: list[str], checkpoints: dict[str, FileRef], run_dir: Path, label: str
+    evaluations: list[FileRef],
+    names: list[str],
+    checkpoints: dict[str, FileRef],
+    run_dir: Path,
+    label: str,
+    reference: str | None = None,
+    warm_start: FileRef | None = None,
 ) -> FileRef:
-    """Compare the evaluations (the first is the base) and link each iteration's training plots."""
+    """Compare the evaluations (changes from the one named `reference`, default the first), table and
+    draw each iteration's training reward, and link every stage's training plots. The flow posts the
+    report's artifacts (`tasks.artifacts.publish_report`), so that a cached report gets them too."""
     out = output_dir(run_dir, "report", label)
-    plots = {
-        f"{name}: {what}": path
-        for name, checkpoint in checkpoints.items()
-        for what, path in training_plots(checkpoint.path).items()
-    }
-    written = write_run_report([evaluation.path for evaluation in evaluations], names, out, plots=plots)
-    summaries = {
-        name: load_summary(evaluation.path) for evaluation, name in zip(evaluations, names, strict=True)
-    }
-    table_artifact(_artifact(run_dir, label, "results"), eval_table(summaries), "Evaluation results")
-    links = {"report": written.path, **written.plots}
-    markdown_artifact(
-        _artifact(run_dir, label), report_markdown(written.body, links), f"Run report: {written.path}"
+    plots = {}
+    if warm_start is not None and (sft_plot := warm_start_plot(warm_start.path)) is not None:
+        plots[f"{reference or 'warm start'}: SFT"] = sft_plot
+    plots.update(
+        {
+            f"{name}: {what}": path
+            for name, checkpoint in checkpoints.items()
+            for what, path in training_plots(checkpoint.path).items()
+        }
     )
+    training = {
+        name: metrics
+        for name, checkpoint in checkpoints.items()
+        if (metrics := training_metrics(checkpoint.path)) is not None
+    }
+    written = write_run_report(
+        [evaluation.path for evaluation in evaluations],
+        names,
+        out,
+        reference=reference,
+        training=training,
+        plots=plots,
+    )
+    tables = dict(written.tables)
+    if "results" not in tables:  # one evaluation: nothing compared, its own numbers
+        summaries = {
+            name: load_summary(evaluation.path) for evaluation, name in zip(evaluations, names, strict=True)
+        }
+        tables = {"results": eval_table(summaries), **tables}
+    links = {"report": written.path, **written.plots}
+    markdown = report_markdown(written.body, links)
+    save_report_artifacts(out, markdown, f"Run report: {written.path}", tables)
     return file_ref(out, "report")

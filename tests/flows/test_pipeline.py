@@ -1,5 +1,6 @@
-"""The full run under Prefect's test harness: it completes, reruns as all `Cached`, reruns exactly the
-stages downstream of a changed setting, and recovers from an injected transient fault.
+"""The full run under Prefect's test harness: it completes (the SFT warm start, restricted to the simpler
+scenario types, is a stage of its own that iteration 1 starts from), reruns as all `Cached`, reruns
+exactly the stages downstream of a changed setting, and recovers from an injected transient fault.
 
 One run directory serves the module's tests in order (each builds on the cache the previous left),
 on a profile small enough for a 2-iteration, 2-shard run of the tiny model in well under a minute.
@@ -8,8 +9,11 @@ Task results go to the run directory's `.prefect-results` inside pytest's tempor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +23,7 @@ import pytest
 import yaml
 from prefect import flow, task
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
@@ -26,12 +31,12 @@ from typer.testing import CliRunner
 from envs.evaluation.ftrl_eval import EPISODES_FILE, evaluate_ftrl, selected_envs
 from envs.jsonl import iter_rows
 from envs.sandbox import SandboxPool
-from envs.schema import TrajectoryRow
+from envs.schema import EnvRow, TrajectoryRow
 from flows.binding import RetryPolicy, StageFailed
 from flows.cli import app
 from flows.nightly import BenchmarkEntry, ModelEntry, nightly_eval
 from flows.pipeline import RunPlan, RunResult, full_run
-from flows.stages import convert_flow, evaluate_flow, sample_flow
+from flows.stages import convert_flow, evaluate_flow, sample_flow, warm_start_flow
 from tasks.evaluate import eval_params, ftrl_settings
 from tasks.model import backend_for
 from tasks.profile import PipelineConfig, load_profile
@@ -40,9 +45,10 @@ from tasks.retries import FAULT_ENV, InjectedFault, backoff_delays, retry_transi
 from tasks.sample import run_sampling
 
 #: A small profile on which every stage does real work: 20 template environments (6 for test), chunks
-#: of 4 episodes so that 2 shards each hold several chunks, a 20-step SFT warm start (enough for the
-#: model to write some tool calls, so GRPO's groups differ in reward and its steps change the weights)
-#: and 2 GRPO steps of 2 prompts x 4 completions per iteration.
+#: of 4 episodes so that 2 shards each hold several chunks, a 20-step SFT warm start on the single-hop
+#: and parallel single-hop train environments only (enough for the model to write some tool calls, so
+#: GRPO's groups differ in reward and its steps change the weights) and 2 GRPO steps of 2 prompts x 4
+#: completions per iteration.
 PROFILE = """
 model: {tiny_template: compact, parser: qwen2.5}
 sandbox: {workers: 2, wall_time_s: 10}
@@ -58,7 +64,14 @@ train:
     max_completion_length: 24
     save_steps: 2
     torch_threads: 1
-    sft: {steps: 20, batch_size: 8, max_length: 384, save_steps: 20, logging_steps: 5, torch_threads: 1}
+    sft:
+      steps: 20
+      batch_size: 8
+      max_length: 384
+      save_steps: 20
+      logging_steps: 5
+      torch_threads: 1
+      scenario_types: [single-hop, parallel single-hop]
 eval: {max_turns: 2, max_new_tokens: 24, chunk_episodes: 2}
 """
 REPO = Path(__file__).resolve().parents[2]
@@ -76,12 +89,21 @@ EVALUATION = ["evaluate-{name}/shard-0", "evaluate-{name}/shard-1", "evaluate-{n
 ALL_STAGES = [
     *UPSTREAM_OF_TRAIN,
     *[stage.format(name="base") for stage in EVALUATION],
+    "warm-start",
+    *[stage.format(name="warm-start") for stage in EVALUATION],
     *[stage.format(k=1) for stage in ITERATION],
     *[stage.format(name="iter-1") for stage in EVALUATION],
     *[stage.format(k=2) for stage in ITERATION],
     *[stage.format(name="iter-2") for stage in EVALUATION],
     "report",
 ]
+#: What every full run posts to its flow run in the UI, cached or not: the report and its tables.
+REPORT_ARTIFACTS = (
+    "tiny-report",
+    "tiny-report-results",
+    "tiny-report-scenarios",
+    "tiny-report-training-reward",
+)
 
 
 @pytest.fixture(scope="module")
@@ -132,29 +154,77 @@ def test_full_run_completes_every_stage_and_writes_the_report(first_run: RunResu
     assert list(states(first_run)) == ALL_STAGES
     assert set(states(first_run).values()) == {"Completed"}
     report = first_run.report_file.read_text(encoding="utf-8")
-    assert "# ftrl evaluation: base vs iter-1 vs iter-2" in report
-    assert "(comparison.png)" in report and "iter-1: SFT warm start" in report and "iter-2: GRPO" in report
-    assert "iter-2: SFT" not in report  # the warm start belongs to the first iteration only
+    assert report.startswith(
+        "# ftrl evaluation: base vs warm-start vs iter-1 vs iter-2\n\n"
+        "Changes in parentheses are from **warm-start**.\n"
+    )
+    assert "| run | tasks | Solve-P | Solve-R | Solve-F1 | pass@1 |" in report
+    assert "| scenario | tasks | base | warm-start | iter-1 | iter-2 | iter-2 − warm-start |" in report
+    assert (
+        "| iteration | steps | first | last | mean |\n| --- | --- | --- | --- | --- |\n| iter-1 | 2 |"
+        in report
+    )
+    assert "- [warm-start: SFT](../../checkpoints/warm-start/" in report
+    assert "iter-1: SFT" not in report and "iter-2: GRPO" in report  # train stages run no SFT of their own
+    for chart in ("by-model.png", "by-scenario.png", "training-reward.png"):
+        assert f"]({chart})" in report
+        assert (first_run.report.path / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     comparison = json.loads((first_run.report.path / "comparison.json").read_text(encoding="utf-8"))
-    assert comparison["runs"] == ["base", "iter-1", "iter-2"]
-    assert comparison["tasks"] == [6, 6, 6]
+    assert comparison["runs"] == ["base", "warm-start", "iter-1", "iter-2"]
+    assert comparison["reference"] == "warm-start" and comparison["tasks"] == [6, 6, 6, 6]
     assert first_run.envs.train.rows == 14 and first_run.envs.test.rows == 6
+
+
+def test_the_warm_start_trains_on_the_chosen_scenario_types_of_the_build(first_run: RunResult) -> None:
+    warm = first_run.models["warm-start"].path
+    assert warm.parent.parent == first_run.run_dir / "checkpoints" / "warm-start" and warm.name == "model"
+    manifest = json.loads((warm.parent / "run.json").read_text(encoding="utf-8"))
+    assert manifest["stage"] == "sft" and manifest["model"] == str(first_run.models["base"].path.resolve())
+    assert manifest["config"]["scenario_types"] == ["single-hop", "parallel single-hop"]
+    envs = [env for env in iter_rows(first_run.envs.train.path, EnvRow)]
+    chosen = sorted(
+        env.env_id for env in envs if env.meta_dict()["scenario"] in ("single-hop", "parallel single-hop")
+    )
+    assert 0 < len(chosen) < len(envs)
+    assert manifest["envs_sha256"] == hashlib.sha256(" ".join(chosen).encode()).hexdigest()
+    summary = json.loads((first_run.evaluations["warm-start"].path / "summary.json").read_text("utf-8"))
+    assert (
+        summary["model"] == "warm-start" and summary["model_sha256"] == first_run.models["warm-start"].sha256
+    )
 
 
 def test_the_ui_gets_progress_tables_and_the_report(first_run: RunResult) -> None:
     with get_client(sync_client=True) as client:
         artifacts = {artifact.key: artifact for artifact in client.read_artifacts() if artifact.key}
     progress = {key for key, artifact in artifacts.items() if artifact.type == "progress"}
-    assert {"tiny-build-progress", "tiny-sample-2-shard-1-progress", "tiny-train-2-progress"} <= progress
+    assert {
+        "tiny-build-progress",
+        "tiny-warm-start-progress",
+        "tiny-sample-2-shard-1-progress",
+        "tiny-train-2-progress",
+    } <= progress
     assert {artifacts[key].data for key in progress} == {100.0}
     build_table = json.loads(artifacts["tiny-build-report"].data)
     assert {"count": "written", "value": "", "environments": 20} in build_table
     results = json.loads(artifacts["tiny-report-results"].data)
-    assert [row["model"] for row in results] == ["base", "iter-1", "iter-2"]
+    assert [row["model"] for row in results] == ["base", "warm-start", "iter-1", "iter-2"]
+    assert results[1]["Solve-F1 change"] == 0.0
+    scenarios = json.loads(artifacts["tiny-report-scenarios"].data)
+    assert {row["scenario"] for row in scenarios} <= {
+        "single-hop",
+        "parallel single-hop",
+        "multi-hop",
+        "parallel multi-hop",
+    }
+    assert all("iter-2 − warm-start" in row for row in scenarios)
+    rewards = json.loads(artifacts["tiny-report-training-reward"].data)
+    assert [(row["iteration"], row["steps"]) for row in rewards] == [("iter-1", 2), ("iter-2", 2)]
     report = artifacts["tiny-report"]
-    assert report.type == "markdown" and report.data.startswith("# ftrl evaluation: base vs iter-1 vs iter-2")
+    assert report.type == "markdown"
+    assert report.data.startswith("# ftrl evaluation: base vs warm-start vs iter-1 vs iter-2")
     assert f"- [report]({first_run.report_file})" in report.data
     assert f"- [comparison chart]({first_run.report.path / 'comparison.png'})" in report.data
+    assert f"]({first_run.report.path / 'training-reward.png'})" in report.data
 
 
 def test_iteration_k_samples_with_the_model_merged_in_iteration_k_minus_1(first_run: RunResult) -> None:
@@ -168,26 +238,37 @@ def test_iteration_k_samples_with_the_model_merged_in_iteration_k_minus_1(first_
         }
         for k in (1, 2)
     }
-    assert policies == {1: {first_run.models["base"].path.name}, 2: {first_run.models["iter-1"].path.name}}
+    assert policies == {
+        1: {first_run.models["warm-start"].path.name},
+        2: {first_run.models["iter-1"].path.name},
+    }
     manifests = {
         k: json.loads(
             next((run_dir / "checkpoints" / f"train-{k}").glob("*/run.json")).read_text(encoding="utf-8")
         )
         for k in (1, 2)
     }
-    assert manifests[1]["model"] == str(first_run.models["base"].path.resolve())
+    assert manifests[1]["model"] == str(first_run.models["warm-start"].path.resolve())
     assert manifests[2]["model"] == str(first_run.models["iter-1"].path.resolve())
-    assert manifests[1]["config"]["sft"] is not None and manifests[2]["config"]["sft"] is None
+    assert manifests[1]["config"]["sft"] is None and manifests[2]["config"]["sft"] is None
+    assert [path for k in (1, 2) for path in (run_dir / "checkpoints" / f"train-{k}").glob("*/sft")] == []
 
 
 def test_the_same_run_again_is_all_cached_with_the_same_outputs(
     first_run: RunResult, profile_file: Path
 ) -> None:
-    again = run(profile(profile_file))
+    state = full_run(profile(profile_file), PLAN, return_state=True)
+    again = state.result(raise_on_failure=False)
     assert isinstance(again, RunResult)
     assert list(states(again)) == ALL_STAGES
     assert set(states(again).values()) == {"Cached"}
     assert again.report == first_run.report and again.models == first_run.models
+    run_id = state.state_details.flow_run_id  # the flow posts the report, so a cached run has it too
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    assert {artifact.key for artifact in artifacts} == set(REPORT_ARTIFACTS)
 
 
 # --- shards ---------------------------------------------------------------------------------------
@@ -196,18 +277,15 @@ def test_the_same_run_again_is_all_cached_with_the_same_outputs(
 def test_two_shards_sample_exactly_the_unsharded_rows(
     first_run: RunResult, profile_file: Path, tmp_path: Path
 ) -> None:
-    """The full run sampled iteration 1 over two shards; one process without Prefect writes the same bytes,
-    and so does the sample flow over three shards in two worker processes."""
+    """The full run sampled iteration 1 (with the warm-started model) over two shards; one process without
+    Prefect writes the same bytes, and so does the sample flow over three shards in two worker processes."""
     config = profile(profile_file)
     sharded = next((first_run.run_dir / "trajectories" / "sample-1").glob("*/trajectories.jsonl"))
     direct = tmp_path / "direct.jsonl"
-    run_sampling(
-        config, first_run.envs.train.path, direct, model=str(first_run.models["base"].path), progress=False
-    )
+    warm = first_run.models["warm-start"]
+    run_sampling(config, first_run.envs.train.path, direct, model=str(warm.path), progress=False)
     assert sharded.read_bytes() == direct.read_bytes()
-    three = sample_flow(
-        config, envs=first_run.envs.train, model=first_run.models["base"], shards=3, label="three"
-    )
+    three = sample_flow(config, envs=first_run.envs.train, model=warm, shards=3, label="three")
     assert three.path.read_bytes() == direct.read_bytes()
 
 
@@ -354,6 +432,17 @@ def test_evaluate_flow_names_the_model_and_caches(first_run: RunResult, profile_
     assert state.result() == first
 
 
+def test_the_warm_start_flow_alone_finds_the_full_runs_result(
+    first_run: RunResult, profile_file: Path
+) -> None:
+    warm = warm_start_flow(
+        profile(profile_file), envs=first_run.envs.train, model=first_run.models["base"], return_state=True
+    )
+    assert warm.name == "Completed" and warm.result() == first_run.models["warm-start"]
+    with pytest.raises(ValueError, match=re.escape("train.local.sft: empty (or train.backend is not local)")):
+        warm_start_flow(profile(profile_file, "train.backend=verl"), envs=first_run.envs.train)
+
+
 def test_nightly_evaluation_compares_models_and_caches_an_unchanged_night(
     first_run: RunResult, profile_file: Path, tmp_path: Path
 ) -> None:
@@ -391,8 +480,21 @@ def test_ftrl_run_prints_each_stage_state_and_the_report(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
-    assert lines[-len(ALL_STAGES) - 1 : -1] == [f"{stage}: Cached" for stage in ALL_STAGES]
-    assert lines[-1] == f"report file: {first_run.report_file}"
+    assert lines[-len(ALL_STAGES) - 3 : -3] == [f"{stage}: Cached" for stage in ALL_STAGES]
+    assert lines[-3] == f"report file: {first_run.report_file}" and first_run.report_file.is_absolute()
+    home = tmp_path / "prefect-home"
+    assert lines[-2] == (
+        f"Prefect UI: start it with `ftrl ui --home {home}` (http://127.0.0.1:4200), "
+        "then Runs → tiny → Artifacts;"
+    )
+    link = "  this run: http://127.0.0.1:4200/runs/flow-run/"
+    assert lines[-1].startswith(link)
+    run_id = lines[-1].removeprefix(link)
+    # the temporary server recorded the run in the database `ftrl ui --home` serves, report included
+    with sqlite3.connect(home / "prefect.db") as db:
+        assert db.execute("select name from flow_run where id = ?", (run_id,)).fetchall() == [("tiny",)]
+        rows = db.execute("select key from artifact where flow_run_id = ?", (run_id,)).fetchall()
+    assert {key for (key,) in rows} == set(REPORT_ARTIFACTS)
 
 
 @pytest.mark.parametrize(

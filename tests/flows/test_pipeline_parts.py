@@ -7,27 +7,39 @@ import hashlib
 import json
 import os
 import re
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from envs.examples import numbered_variants
 from envs.jsonl import RowError, iter_rows, write_rows
 from envs.schema import EnvRow
-from flows.pipeline import check_run, train_view
+from flows.pipeline import check_run, train_view, warm_start_view
+from flows.run_cli import run_profile
 from policies.backends.base import BackendError
 from policies.training.verl_backend import VerlLaunchError
 from tasks import caching
 from tasks.artifacts import artifact_key, env_report_table, eval_table
 from tasks.caching import canonical, output_dir, stage_key, stage_view
-from tasks.profile import PipelineConfig, ProfileError, load_profile
+from tasks.profile import SEED_KEYS, PipelineConfig, ProfileError, load_profile
 from tasks.references import FileRef, file_ref, folder_sha256, stat_fingerprint
 from tasks.report import write_run_report
 from tasks.retries import FAULT_ENV, InjectedFault, inject_fault, is_transient
 from tasks.shards import concat_files, env_unit, shard_ranges, split_envs
-from tasks.train import LATEST_VERL_STEP, latest_verl_actor, training_plots, training_steps
+from tasks.train import (
+    LATEST_VERL_STEP,
+    latest_verl_actor,
+    training_metrics,
+    training_plots,
+    training_steps,
+    warm_start_plot,
+    warm_start_steps,
+)
 
 
 def sha(data: bytes) -> str:
@@ -125,11 +137,69 @@ def test_a_stage_sees_only_its_sections() -> None:
     assert stage_view(config, "convert") == PipelineConfig()
 
 
-def test_the_sft_warm_start_belongs_to_the_first_iteration() -> None:
-    config = load_profile(None, ["train.local.sft.steps=5"])
-    assert train_view(config, 1).train.local.sft.steps == 5
-    assert train_view(config, 2).train.local.sft is None
-    assert train_view(config, 2).train.local.max_steps == config.train.local.max_steps
+def test_the_sft_warm_start_is_a_stage_of_its_own() -> None:
+    config = load_profile(
+        None, ["train.local.sft.steps=5", "train.local.sft.scenario_types=[single-hop]", "build.count=7"]
+    )
+    assert train_view(config).train.local.sft is None
+    assert train_view(config).train.local.max_steps == config.train.local.max_steps
+    warm = warm_start_view(config)
+    assert warm is not None and warm.train.local.sft == config.train.local.sft
+    assert warm.train.local.max_steps == PipelineConfig().train.local.max_steps  # GRPO is not its business
+    assert warm.build == PipelineConfig().build
+    assert warm_start_view(load_profile(None)) is None
+    assert warm_start_view(load_profile(None, ["train.local.sft.steps=5", "train.backend=verl"])) is None
+    # an SFT setting keys the warm start (and so, through its model, everything after it), not the train
+    # stages; a GRPO setting the other way round
+    sft_changed = load_profile(None, ["train.local.sft.steps=6"])
+    grpo_changed = load_profile(None, ["train.local.sft.steps=5", "train.local.max_steps=3"])
+    five = load_profile(None, ["train.local.sft.steps=5"])
+    keys = {
+        name: (stage_key("warm-start", {"c": warm_start_view(c)}), stage_key("train", {"c": train_view(c)}))
+        for name, c in (("five", five), ("sft", sft_changed), ("grpo", grpo_changed))
+    }
+    assert keys["sft"][0] != keys["five"][0] and keys["sft"][1] == keys["five"][1]
+    assert keys["grpo"][0] == keys["five"][0] and keys["grpo"][1] != keys["five"][1]
+
+
+def seed_fields(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    """Dotted paths of every `seed` / `*_seed` field, through nested (and optional) sections."""
+    for name, info in model.model_fields.items():
+        if name == "seed" or name.endswith("_seed"):
+            yield prefix + name
+        for kind in typing.get_args(info.annotation) or (info.annotation,):
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                yield from seed_fields(kind, f"{prefix}{name}.")
+
+
+def test_one_seed_sets_every_seed_of_the_profile_and_keys_every_stage_that_reads_one(tmp_path: Path) -> None:
+    assert {*SEED_KEYS, "train.local.sft.seed"} == set(seed_fields(PipelineConfig))  # none forgotten
+    with_sft = tmp_path / "sft.yaml"
+    with_sft.write_text("train: {local: {sft: {steps: 5}}}\n", encoding="utf-8")
+    config = run_profile(with_sft, ["sample.seed=9"], seed=3)  # --set still picks one seed
+    seeds = (config.build.seed, config.eval.seed, config.train.local.seed, config.model.tiny_seed)
+    assert seeds == (3, 3, 3, 3) and config.train.local.sft.seed == 3 and config.sample.seed == 9
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("build: {count: 4}\n", encoding="utf-8")
+    assert run_profile(plain, [], seed=3).train.local.sft is None  # a seed does not create a warm start
+    assert run_profile(plain, []) == load_profile(plain)
+    zero = run_profile(with_sft, [], seed=0)
+    for stage in ("model", "build", "sample", "warm-start", "train", "evaluate"):
+        views = [stage_view(c, stage) for c in (zero, config)]
+        if stage == "warm-start":
+            views = [warm_start_view(c) for c in (zero, config)]
+        assert stage_key(stage, {"config": views[0]}) != stage_key(stage, {"config": views[1]}), stage
+
+
+def test_ftrl_run_help_documents_the_seed() -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    text = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 0 and "--seed" in text
+    assert "One seed for the whole run: build.seed, sample.seed, eval.seed, train.local.seed," in text
 
 
 def test_output_dir_needs_a_running_task(tmp_path: Path) -> None:
@@ -276,6 +346,13 @@ def test_training_progress_files_and_plots_of_a_local_run(tmp_path: Path) -> Non
     (tmp_path / "metrics.png").write_bytes(b"png")
     assert training_plots(tmp_path / "model") == {"GRPO": tmp_path / "metrics.png"}
     assert training_plots(tmp_path / "global_step_3" / "actor") == {}
+    assert warm_start_plot(tmp_path / "model") == tmp_path / "metrics.png"
+    assert training_metrics(tmp_path / "model") is None  # no metrics.jsonl yet
+    (tmp_path / "metrics.jsonl").write_text("", encoding="utf-8")
+    assert training_metrics(tmp_path / "model") == tmp_path / "metrics.jsonl"
+    assert training_metrics(tmp_path / "global_step_3" / "actor") is None
+    assert warm_start_steps(config, tmp_path) == {tmp_path / "metrics.jsonl": 30}
+    assert warm_start_steps(load_profile(None), tmp_path) == {}
 
 
 # --- reports and tables -------------------------------------------------------------------------------------
@@ -304,12 +381,130 @@ def test_the_run_report_compares_and_links_its_plots(tmp_path: Path) -> None:
     text = written.path.read_text(encoding="utf-8")
     assert "| iter-1 | 4 | 0.5000 (+0.2500) |" in text
     assert text.endswith(
-        "## Plots\n\n- [comparison chart](comparison.png)\n- [iter-1: GRPO](../checkpoints/metrics.png)\n"
+        "## Plots\n\n- [comparison chart](comparison.png)\n- [Solve-F1 per model](by-model.png)\n"
+        "- [iter-1: GRPO](../checkpoints/metrics.png)\n"
     )
     single = write_run_report(evals[:1], ["base"], tmp_path / "one")
     assert (
         single.path.read_text(encoding="utf-8").startswith("# ftrl evaluation: base\n") and single.plots == {}
     )
+
+
+def scenario_summary(model: str, p: float, r: float, f1: float, single: float, multi: float) -> dict:
+    groups = {
+        "single-hop": {"tasks": 3, "episodes": 3, "failed_episodes": 0, "solve_f1": single},
+        "multi-hop": {"tasks": 1, "episodes": 1, "failed_episodes": 0, "solve_f1": multi},
+    }
+    return {
+        "benchmark": "ftrl",
+        "model": model,
+        "tasks": 4,
+        "episodes": 4,
+        "failed_episodes": 0,
+        "solve_precision": p,
+        "solve_rate": r,
+        "solve_f1": f1,
+        "by_scenario": groups,
+    }
+
+
+def grpo_metrics(path: Path, rewards: list[float]) -> Path:
+    path.parent.mkdir(parents=True)
+    lines = [
+        json.dumps({"step": step, "reward_mean": value, "reward_std": 0.1})
+        for step, value in enumerate(rewards, start=1)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_the_run_report_measures_from_the_warm_start_and_draws_the_reward(tmp_path: Path) -> None:
+    """Four models, two GRPO iterations of 3 and 2 steps: the tables by hand, the charts as PNGs."""
+    runs = {
+        "base": (0.0, 0.0, 0.0, 0.0, 0.0),
+        "warm-start": (0.5, 0.25, 0.3, 0.4, 0.0),
+        "iter-1": (0.6, 0.5, 0.45, 0.5, 0.25),
+        "iter-2": (0.8, 0.5, 0.55, 0.6, 0.5),
+    }
+    evals = []
+    for name, values in runs.items():
+        folder = tmp_path / "eval" / name
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps(scenario_summary(name, *values)), encoding="utf-8")
+        evals.append(folder)
+    training = {
+        "iter-1": grpo_metrics(tmp_path / "train-1" / "metrics.jsonl", [0.1, 0.2, 0.3]),
+        "iter-2": grpo_metrics(tmp_path / "train-2" / "metrics.jsonl", [0.25, 0.5]),
+    }
+    out = tmp_path / "report"
+    written = write_run_report(evals, list(runs), out, reference="warm-start", training=training)
+    text = written.path.read_text(encoding="utf-8")
+    assert text.startswith(
+        "# ftrl evaluation: base vs warm-start vs iter-1 vs iter-2\n"
+        "\n"
+        "Changes in parentheses are from **warm-start**.\n"
+        "\n"
+        "| run | tasks | Solve-P | Solve-R | Solve-F1 |\n"
+        "| --- | --- | --- | --- | --- |\n"
+        "| base | 4 | 0.0000 (-0.5000) | 0.0000 (-0.2500) | 0.0000 (-0.3000) |\n"
+        "| warm-start | 4 | 0.5000 | 0.2500 | 0.3000 |\n"
+        "| iter-1 | 4 | 0.6000 (+0.1000) | 0.5000 (+0.2500) | 0.4500 (+0.1500) |\n"
+        "| iter-2 | 4 | 0.8000 (+0.3000) | 0.5000 (+0.2500) | 0.5500 (+0.2500) |\n"
+        "\n"
+        "## Solve-F1 by scenario\n"
+        "\n"
+        "| scenario | tasks | base | warm-start | iter-1 | iter-2 | iter-2 − warm-start |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |\n"
+        "| single-hop | 3 | 0.0000 | 0.4000 | 0.5000 | 0.6000 | +0.2000 |\n"
+        "| multi-hop | 1 | 0.0000 | 0.0000 | 0.2500 | 0.5000 | +0.5000 |\n"
+        "\n"
+        "## Training reward (GRPO)\n"
+        "\n"
+        "The per-step reward mean over each iteration's logged steps.\n"
+        "\n"
+        "| iteration | steps | first | last | mean |\n"
+        "| --- | --- | --- | --- | --- |\n"
+        "| iter-1 | 3 | 0.1000 | 0.3000 | 0.2000 |\n"
+        "| iter-2 | 2 | 0.2500 | 0.5000 | 0.3750 |\n"
+    )
+    assert text.endswith(
+        "## Plots\n\n"
+        "- [comparison chart](comparison.png)\n"
+        "- [Solve-P, Solve-R, Solve-F1 per model](by-model.png)\n"
+        "- [Solve-F1 by scenario per model](by-scenario.png)\n"
+        "- [training reward (mean ± std) per step](training-reward.png)\n"
+    )
+    for chart in ("comparison.png", "by-model.png", "by-scenario.png", "training-reward.png"):
+        assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert written.tables["scenarios"][0] == {
+        "scenario": "single-hop",
+        "tasks": 3,
+        "base": 0.0,
+        "warm-start": 0.4,
+        "iter-1": 0.5,
+        "iter-2": 0.6,
+        "iter-2 − warm-start": 0.2,
+    }
+    assert [row["Solve-F1 change"] for row in written.tables["results"]] == [-0.3, 0.0, 0.15, 0.25]
+    assert written.tables["training reward"][1] == {
+        "iteration": "iter-2",
+        "steps": 2,
+        "first": 0.25,
+        "last": 0.5,
+        "mean": 0.375,
+    }
+
+
+def test_reward_across_iterations_continues_the_step_axis(tmp_path: Path) -> None:
+    from policies.training.metrics import GRPO_LAYOUT, plot_across_runs
+
+    first = grpo_metrics(tmp_path / "a" / "metrics.jsonl", [0.1, 0.2])
+    empty = tmp_path / "b" / "metrics.jsonl"  # an iteration that logged nothing draws nothing
+    panel = GRPO_LAYOUT.panels[0]
+    assert plot_across_runs({"iter-1": empty}, tmp_path / "none.png", panel) is None
+    assert not (tmp_path / "none.png").exists()
+    chart = plot_across_runs({"iter-1": first, "iter-2": empty}, tmp_path / "reward.png", panel)
+    assert chart == tmp_path / "reward.png" and chart.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_tables_for_the_ui() -> None:

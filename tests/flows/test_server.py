@@ -199,6 +199,7 @@ def test_deploy_registers_every_deployment_with_the_profile(
         "deployment nightly-eval/nightly-eval: ftrl-gpu/inference, cron 0 2 * * * Europe/Berlin (off)",
         "deployment sample/sample: ftrl-gpu/inference",
         "deployment train/train: ftrl-gpu/training",
+        "deployment warm-start/warm-start: ftrl-gpu/training",
     ]
     profile = load_profile(REPO / "configs/smoke.yaml", ["run.name=served"]).model_dump(mode="json")
     with connect(server.address.api_url) as client:
@@ -213,6 +214,7 @@ def test_deploy_registers_every_deployment_with_the_profile(
     # Stage inputs are references given when a run is triggered, so the form asks for them.
     assert deployments["convert"].parameter_openapi_schema["required"] == ["config", "trajectories"]
     assert deployments["train"].parameter_openapi_schema["required"] == ["config", "data"]
+    assert deployments["warm-start"].parameter_openapi_schema["required"] == ["config", "envs"]
 
 
 def write_trajectories(folder: Path) -> Path:

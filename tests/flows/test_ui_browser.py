@@ -30,7 +30,17 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = chromium_binary()
-DEPLOYMENTS = ("build", "convert", "evaluate", "full-run", "merge", "nightly-eval", "sample", "train")
+DEPLOYMENTS = (
+    "build",
+    "convert",
+    "evaluate",
+    "full-run",
+    "merge",
+    "nightly-eval",
+    "sample",
+    "train",
+    "warm-start",
+)
 #: The smoke profile cut down so that the run takes seconds: fewer environments, fewer steps.
 SMALL_RUN = [
     "run.name=ui-full",
