@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from envs.construction.stages import SCALING_OPS, ScalingOp
 from envs.sandbox import Limits
 
 
@@ -68,4 +69,10 @@ class BuildConfig(BaseModel):
     seed: int = Field(0, description="Same seed, same environments, byte for byte (template generator).")
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of environments held out as test.")
     batch: int = Field(256, ge=1, description="Environments verified per sandbox batch.")
+    scaling_ops: list[ScalingOp] = Field(
+        default_factory=lambda: list(SCALING_OPS),
+        min_length=1,
+        description="Scaling operations an environment may get (a random non-empty subset each); "
+        "a tiny model's demo keeps to toolset extension, which leaves prompts short.",
+    )
     llm: LLMGeneratorConfig = Field(default_factory=lambda: LLMGeneratorConfig())

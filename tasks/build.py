@@ -53,4 +53,5 @@ def run_build(config: PipelineConfig, out_dir: Path, *, progress=None) -> BuildR
             batch=build.batch,
             workers=workers,
             progress=progress,
+            scaling_ops=build.scaling_ops,
         )

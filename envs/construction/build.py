@@ -82,12 +82,17 @@ class BuildReport:
         return "\n".join(lines)
 
 
-def plan_requests(seed: int, start: int = 0) -> Iterator[tuple[ScenarioRequest, tuple[ScalingOp, ...]]]:
-    """Endless, seeded requests: scenario types in rotation, a random non-empty set of scaling ops."""
+def plan_requests(
+    seed: int, start: int = 0, scaling_ops: Sequence[ScalingOp] = SCALING_OPS
+) -> Iterator[tuple[ScenarioRequest, tuple[ScalingOp, ...]]]:
+    """Endless, seeded requests: scenario types in rotation, a random non-empty set of `scaling_ops`."""
+    if not scaling_ops:
+        raise ValueError("scaling_ops: name at least one scaling operation")
+    ops = tuple(op for op in SCALING_OPS if op in scaling_ops)  # the stages' order, whatever the caller's
     index = start
     while True:
         rng = random.Random(f"{seed}/{index}")
-        operations = tuple(op for op in SCALING_OPS if rng.random() < 0.5) or (rng.choice(SCALING_OPS),)
+        operations = tuple(op for op in ops if rng.random() < 0.5) or (rng.choice(ops),)
         scenario_type = SCENARIO_TYPES[index % len(SCENARIO_TYPES)]
         yield ScenarioRequest(scenario_type=scenario_type, seed=seed, index=index), operations
         index += 1
@@ -152,8 +157,12 @@ def build_environments(
     max_attempts: int | None = None,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    scaling_ops: Sequence[ScalingOp] = SCALING_OPS,
 ) -> BuildReport:
     """Build until `count` verified, distinct environments exist (or `max_attempts`, default 3×count).
+
+    Each environment gets a random non-empty subset of `scaling_ops` (all four by default; a small
+    model's demo may keep to the ones that leave prompts short).
 
     `workers` threads run the stages of a round concurrently: worth it for the llm generator, whose
     stages wait on a model endpoint; the template generator is CPU-bound and needs one.
@@ -171,7 +180,7 @@ def build_environments(
     seen_ids: set[str] = set()
     seen_questions: set[str] = set()
     solve_rates: list[float] = []
-    requests = plan_requests(seed)
+    requests = plan_requests(seed, scaling_ops=scaling_ops)
     data_source = f"{DATA_SOURCE_PREFIX}/{generator.name}"
     with ThreadPoolExecutor(max_workers=workers) as threads:
         while len(kept) < count and report.attempted < limit:

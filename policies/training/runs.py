@@ -173,9 +173,10 @@ def save_model_folder(model: Any, tokenizer: Any, out_dir: Path) -> Path:
     return out_dir
 
 
-def common_trainer_args(use_cpu: bool | None, seed: int) -> dict[str, Any]:
+def common_trainer_args(use_cpu: bool | None, seed: int, gradient_checkpointing: bool) -> dict[str, Any]:
     """TrainingArguments both local trainers share: device and precision, seeding, step-based saves,
-    and no reporting to external services (nothing here reaches a network)."""
+    activation recomputation (TRL turns it on by default), and no reporting to external services
+    (nothing here reaches a network)."""
     import torch
 
     cpu = resolve_use_cpu(use_cpu)
@@ -183,6 +184,7 @@ def common_trainer_args(use_cpu: bool | None, seed: int) -> dict[str, Any]:
         "save_strategy": "steps",
         "seed": seed,
         "use_cpu": cpu,
+        "gradient_checkpointing": gradient_checkpointing,
         "bf16": not cpu and torch.cuda.is_bf16_supported(),
         "report_to": "none",
         "disable_tqdm": True,

@@ -89,3 +89,22 @@ def test_bad_arguments(tmp_path: Path, pool: SandboxPool) -> None:
         build_environments(TemplateGenerator(seed=0), 0, 0, tmp_path, Verifier(pool))
     with pytest.raises(ValueError, match="test_fraction must be in"):
         build_environments(TemplateGenerator(seed=0), 5, 0, tmp_path, Verifier(pool), test_fraction=1.0)
+
+
+def test_a_build_keeps_to_the_scaling_operations_it_is_given(tmp_path: Path, pool: SandboxPool) -> None:
+    report = build_environments(
+        TemplateGenerator(seed=4), 24, 4, tmp_path, Verifier(pool), scaling_ops=["toolset extension"]
+    )
+    assert report.scaling_operations == {"toolset extension": report.train + report.test}
+    rows = [*iter_rows(tmp_path / "train.jsonl"), *iter_rows(tmp_path / "test.jsonl")]
+    assert {op["op"] for row in rows for op in row.meta_dict()["scaling"]} == {"toolset extension"}
+
+
+def test_the_default_scaling_operations_are_all_four_in_the_stages_order() -> None:
+    from envs.construction.build import plan_requests
+
+    every = plan_requests(9)
+    named = plan_requests(9, scaling_ops=list(reversed(SCALING_OPS)))
+    assert [next(every) for _ in range(50)] == [next(named) for _ in range(50)]
+    with pytest.raises(ValueError, match="at least one scaling operation"):
+        next(plan_requests(9, scaling_ops=[]))
