@@ -75,4 +75,10 @@ class BuildConfig(BaseModel):
         description="Scaling operations an environment may get (a random non-empty subset each); "
         "a tiny model's demo keeps to toolset extension, which leaves prompts short.",
     )
+    domains: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Domains scenarios start in (template generator: people, places, organisations, "
+        "creative works, products, events, dates and units); empty: all.",
+    )
     llm: LLMGeneratorConfig = Field(default_factory=lambda: LLMGeneratorConfig())

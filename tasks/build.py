@@ -54,4 +54,5 @@ def run_build(config: PipelineConfig, out_dir: Path, *, progress=None) -> BuildR
             workers=workers,
             progress=progress,
             scaling_ops=build.scaling_ops,
+            domains=build.domains,
         )

@@ -83,9 +83,13 @@ class BuildReport:
 
 
 def plan_requests(
-    seed: int, start: int = 0, scaling_ops: Sequence[ScalingOp] = SCALING_OPS
+    seed: int,
+    start: int = 0,
+    scaling_ops: Sequence[ScalingOp] = SCALING_OPS,
+    domains: Sequence[str] | None = None,
 ) -> Iterator[tuple[ScenarioRequest, tuple[ScalingOp, ...]]]:
-    """Endless, seeded requests: scenario types in rotation, a random non-empty set of `scaling_ops`."""
+    """Endless, seeded requests: scenario types in rotation, a random non-empty set of `scaling_ops`,
+    and, when `domains` are named, one of them at random (else the generator picks any)."""
     if not scaling_ops:
         raise ValueError("scaling_ops: name at least one scaling operation")
     ops = tuple(op for op in SCALING_OPS if op in scaling_ops)  # the stages' order, whatever the caller's
@@ -94,7 +98,8 @@ def plan_requests(
         rng = random.Random(f"{seed}/{index}")
         operations = tuple(op for op in ops if rng.random() < 0.5) or (rng.choice(ops),)
         scenario_type = SCENARIO_TYPES[index % len(SCENARIO_TYPES)]
-        yield ScenarioRequest(scenario_type=scenario_type, seed=seed, index=index), operations
+        domain = rng.choice(list(domains)) if domains else None
+        yield ScenarioRequest(scenario_type=scenario_type, seed=seed, index=index, domain=domain), operations
         index += 1
 
 
@@ -158,6 +163,7 @@ def build_environments(
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
     scaling_ops: Sequence[ScalingOp] = SCALING_OPS,
+    domains: Sequence[str] | None = None,
 ) -> BuildReport:
     """Build until `count` verified, distinct environments exist (or `max_attempts`, default 3×count).
 
@@ -180,7 +186,7 @@ def build_environments(
     seen_ids: set[str] = set()
     seen_questions: set[str] = set()
     solve_rates: list[float] = []
-    requests = plan_requests(seed, scaling_ops=scaling_ops)
+    requests = plan_requests(seed, scaling_ops=scaling_ops, domains=domains)
     data_source = f"{DATA_SOURCE_PREFIX}/{generator.name}"
     with ThreadPoolExecutor(max_workers=workers) as threads:
         while len(kept) < count and report.attempted < limit:

@@ -108,3 +108,12 @@ def test_the_default_scaling_operations_are_all_four_in_the_stages_order() -> No
     assert [next(every) for _ in range(50)] == [next(named) for _ in range(50)]
     with pytest.raises(ValueError, match="at least one scaling operation"):
         next(plan_requests(9, scaling_ops=[]))
+
+
+def test_named_domains_start_every_scenario_there() -> None:
+    from envs.construction.build import plan_requests
+
+    requests = plan_requests(2, domains=["people", "places"])
+    domains = [next(requests)[0].domain for _ in range(40)]
+    assert set(domains) == {"people", "places"}
+    assert {next(plan_requests(2))[0].domain} == {None}
