@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test lint demo bench bench-reward bench-sampling bench-convert bench-verify clean
+.PHONY: install test lint demo tour bench bench-reward bench-sampling bench-convert bench-verify clean
 
 # Debian packages: bubblewrap isolates the tool-code sandbox; chromium is the browser of the UI test.
 $(STAMP): pyproject.toml
@@ -27,10 +27,14 @@ lint: install
 test: lint
 	$(VENV)/bin/pytest
 
-# A tour of the stages on example environments, then the full pipeline as a Prefect flow on the tiny model.
+# The main job on a laptop: the full run (build, warm start, sample, GRPO, merge, evaluate, report) as a
+# Prefect flow on the tiny model; it ends by printing where the report is and how to see it in `ftrl ui`.
 demo: install
+	$(VENV)/bin/ftrl run --config configs/cpu-demo.yaml
+
+# A quick look at single stages on the packaged example environments (seconds).
+tour: install
 	$(VENV)/bin/ftrl demo --profile configs/cpu-demo.yaml
-	$(VENV)/bin/ftrl run --config configs/smoke.yaml
 
 # Benchmarks print ratios against a baseline run side by side; they are never part of `make test`.
 bench: bench-reward bench-sampling bench-convert bench-verify

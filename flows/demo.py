@@ -1,10 +1,11 @@
-"""The CPU demo: what `make demo` runs.
+"""The stage tour (`ftrl demo`, `make tour`): single stages on example environments, in seconds.
 
-It walks every stage that exists end to end on this machine, over environments made from the
+`make demo` runs the whole method as a flow (`ftrl run --config configs/cpu-demo.yaml`); this tour
+walks every stage that exists end to end on this machine, over environments made from the
 packaged examples: the model folder (the tiny model, built offline), trajectory sampling with the
 transformers backend, conversion to the training parquet, and the verifiable reward checked
 against each environment's golden calls in the sandbox. Everything lands in the run directory
-and a JSON report says what happened. Later stages (training, merging, evaluation) join as they land.
+and a JSON report says what happened.
 """
 
 from __future__ import annotations

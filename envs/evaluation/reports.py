@@ -411,7 +411,7 @@ def line_metrics(comparison: Comparison) -> list[str]:
 def metrics_line_chart(comparison: Comparison, path: str | Path) -> Path:
     """One line per metric (`line_metrics`) over the runs in order, the reference run marked."""
     series = {metric_title(name): comparison.values[name] for name in line_metrics(comparison)}
-    title = f"{comparison.benchmark}: {', '.join(series)} per model — {_headline_change(comparison)}"
+    title = f"{comparison.benchmark}: {', '.join(series)} per model\n{_headline_change(comparison)}"
     return line_chart(comparison.labels, series, path, title=title, marked=comparison.reference)
 
 

@@ -140,7 +140,14 @@ def run_trainer(
         return TrainedModel(AutoModelForCausalLM.from_pretrained(resume, local_files_only=True), done, resume)
     if resume is not None:
         logger.info("%s resumes from %s", label, resume)
+    # A pipeline's output stays one line per stage: no progress bars from datasets' preprocessing
+    # and, with tqdm off, no dict per logged step from transformers (the metrics callback has them).
+    import datasets
+    from transformers.trainer_callback import PrinterCallback
+
+    datasets.disable_progress_bars()
     trainer = make_trainer()
+    trainer.remove_callback(PrinterCallback)
     with torch_threads(threads):
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     return TrainedModel(trainer.model, trainer.state.global_step, resume)
