@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from transformers import AutoTokenizer
 
 from envs.atomic import file_sha256
@@ -35,6 +35,7 @@ from policies.training.metrics import GRPO_LAYOUT, MetricsCallback, plot_metrics
 from policies.training.runs import (
     CHECKPOINTS_DIR,
     FINAL_MODEL_DIR,
+    TrainerRuntime,
     check_manifest,
     checked_model_dir,
     common_trainer_args,
@@ -54,7 +55,7 @@ PLOT_FILE = "metrics.png"
 SFT_DIR = "sft"
 
 
-class LocalTrainConfig(BaseModel):
+class LocalTrainConfig(TrainerRuntime):
     """GRPO with TRL; defaults suit the tiny model on a CPU.
 
     One optimizer step trains on ``per_device_batch_size * gradient_accumulation_steps`` completions,
@@ -76,16 +77,6 @@ class LocalTrainConfig(BaseModel):
     save_steps: int = Field(10, ge=1, description="Steps between checkpoints.")
     save_total_limit: int = Field(2, ge=1, description="Newest checkpoints kept on disk.")
     logging_steps: int = Field(1, ge=1, description="Steps between metric records.")
-    seed: int = Field(0, ge=0)
-    use_cpu: bool | None = Field(None, description="Train on the CPU; empty picks the GPU when there is one.")
-    torch_threads: int | None = Field(
-        None, ge=1, description="CPU threads for torch; empty keeps its default."
-    )
-    gradient_checkpointing: bool = Field(
-        True,
-        description="Recompute activations in the backward pass: saves memory for a real model on a GPU, "
-        "costs a third more compute; a tiny model on a CPU trains faster without it.",
-    )
     sft: SFTConfig | None = Field(
         None, description="Warm start on oracle trajectories first; empty skips it."
     )
@@ -225,7 +216,7 @@ def _grpo_trainer(
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
-        **common_trainer_args(config.use_cpu, config.seed, config.gradient_checkpointing),
+        **common_trainer_args(config),
     )
     return GRPOTrainer(
         model=str(model_dir),

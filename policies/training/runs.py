@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from envs.atomic import atomic_write_text, swap_in_folder
 from policies.backends.local import check_model_dir, load_tokenizer
 from policies.training.metrics import keep_until
@@ -180,18 +182,35 @@ def save_model_folder(model: Any, tokenizer: Any, out_dir: Path) -> Path:
     return out_dir
 
 
-def common_trainer_args(use_cpu: bool | None, seed: int, gradient_checkpointing: bool) -> dict[str, Any]:
+class TrainerRuntime(BaseModel):
+    """Where and how a local trainer runs: the settings the SFT warm start and GRPO share."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, ge=0)
+    use_cpu: bool | None = Field(None, description="Train on the CPU; empty picks the GPU when there is one.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch; empty keeps its default."
+    )
+    gradient_checkpointing: bool = Field(
+        True,
+        description="Recompute activations in the backward pass: saves memory for a real model on a GPU, "
+        "costs another forward pass per step; a tiny model on a CPU trains faster without it.",
+    )
+
+
+def common_trainer_args(runtime: TrainerRuntime) -> dict[str, Any]:
     """TrainingArguments both local trainers share: device and precision, seeding, step-based saves,
     activation recomputation (TRL turns it on by default), and no reporting to external services
     (nothing here reaches a network)."""
     import torch
 
-    cpu = resolve_use_cpu(use_cpu)
+    cpu = resolve_use_cpu(runtime.use_cpu)
     return {
         "save_strategy": "steps",
-        "seed": seed,
+        "seed": runtime.seed,
         "use_cpu": cpu,
-        "gradient_checkpointing": gradient_checkpointing,
+        "gradient_checkpointing": runtime.gradient_checkpointing,
         "bf16": not cpu and torch.cuda.is_bf16_supported(),
         "report_to": "none",
         "disable_tqdm": True,

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from envs.construction.stages import SCENARIO_TYPES, ScenarioType
 from envs.convert import decode_prompt, iter_training_rows
@@ -48,6 +48,7 @@ from policies.training.metrics import SFT_LAYOUT, MetricsCallback, plot_metrics
 from policies.training.runs import (
     CHECKPOINTS_DIR,
     FINAL_MODEL_DIR,
+    TrainerRuntime,
     check_manifest,
     checked_model_dir,
     common_trainer_args,
@@ -69,7 +70,7 @@ METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "metrics.png"
 
 
-class SFTConfig(BaseModel):
+class SFTConfig(TrainerRuntime):
     """Supervised warm start on oracle trajectories; defaults suit the tiny model on a CPU.
 
     ``steps`` are optimizer steps of ``batch_size`` examples each (the example set is small and is
@@ -89,16 +90,6 @@ class SFTConfig(BaseModel):
     max_length: int = Field(1024, ge=16, description="Longest prompt+completion in tokens; longer are cut.")
     save_steps: int = Field(100, ge=1, description="Steps between checkpoints.")
     logging_steps: int = Field(10, ge=1, description="Steps between metric records.")
-    seed: int = Field(0, ge=0)
-    use_cpu: bool | None = Field(None, description="Train on the CPU; empty picks the GPU when there is one.")
-    torch_threads: int | None = Field(
-        None, ge=1, description="CPU threads for torch; empty keeps its default."
-    )
-    gradient_checkpointing: bool = Field(
-        True,
-        description="Recompute activations in the backward pass: saves memory for a real model on a GPU, "
-        "costs a third more compute; a tiny model on a CPU trains faster without it.",
-    )
     scenario_types: list[ScenarioType] | None = Field(
         None,
         min_length=1,
@@ -354,7 +345,7 @@ def _sft_trainer(
         save_steps=config.save_steps,
         save_total_limit=2,
         logging_steps=config.logging_steps,
-        **common_trainer_args(config.use_cpu, config.seed, config.gradient_checkpointing),
+        **common_trainer_args(config),
     )
     return SFTTrainer(
         model=str(model_dir),
