@@ -55,6 +55,18 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> N
         handle.write(text)
 
 
+def atomic_write_png(figure: Any, path: str | Path, *, dpi: int) -> Path:
+    """Save a matplotlib figure as a PNG written under a temporary name and renamed into place, then
+    close it (pyplot keeps every figure alive until closed). The caller has picked the backend."""
+    import matplotlib.pyplot as plt
+
+    target = Path(path)
+    with atomic_write(target, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=dpi)
+    plt.close(figure)
+    return target
+
+
 def _fsync_directory(directory: Path) -> None:
     """Persist the rename itself; without this a power cut can bring back the old directory entry."""
     if os.name != "posix":

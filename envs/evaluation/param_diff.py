@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from envs.atomic import atomic_write, atomic_write_text
+from envs.atomic import atomic_write_png, atomic_write_text
 
 #: config.json keys that must agree for two checkpoints to be compared.
 ARCHITECTURE_KEYS = (
@@ -310,11 +310,7 @@ def heatmap(diff: ParamDiff, path: str | Path) -> Path:
     fig.colorbar(image, ax=axis, label="||W1 - W0|| / ||W0||")
     axis.set_title(f"relative weight change: {diff.trained.name} vs {diff.base.name}", fontsize=10)
     fig.tight_layout()
-    target = Path(path)
-    with atomic_write(target, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120)
-    plt.close(fig)
-    return target
+    return atomic_write_png(fig, path, dpi=120)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
-from envs.atomic import atomic_write, atomic_write_text
+from envs.atomic import atomic_write_png, atomic_write_text
 from envs.construction.stages import SCENARIO_TYPES
 
 SUMMARY_FILE = "summary.json"
@@ -350,11 +350,7 @@ def comparison_chart(comparison: Comparison, path: str | Path) -> Path:
         handles, comparison.labels, loc="lower center", ncol=min(len(comparison.labels), 5), frameon=False
     )
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    target = Path(path)
-    with atomic_write(target, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120)
-    plt.close(fig)
-    return target
+    return atomic_write_png(fig, path, dpi=120)
 
 
 def _bars(
@@ -472,11 +468,7 @@ def line_chart(
     axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
     axis.set_title(title, fontsize=10)
     fig.tight_layout()
-    target = Path(path)
-    with atomic_write(target, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=120)
-    plt.close(fig)
-    return target
+    return atomic_write_png(fig, path, dpi=120)
 
 
 @dataclass(frozen=True)

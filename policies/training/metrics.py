@@ -21,7 +21,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from envs.atomic import atomic_write, atomic_write_text
+from envs.atomic import atomic_write_png, atomic_write_text
 from envs.jsonl import JsonlAppender
 
 __all__ = [
@@ -193,10 +193,7 @@ def plot_metrics(metrics_path: Path, plot_path: Path, layout: MetricsLayout) -> 
             axis.fill_between(steps, low, high, alpha=0.25)
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    with atomic_write(plot_path, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=100)
-    plt.close(figure)
-    return plot_path
+    return atomic_write_png(figure, plot_path, dpi=100)
 
 
 def plot_across_runs(runs: Mapping[str, Path], plot_path: Path, panel: Panel) -> Path | None:
@@ -251,7 +248,4 @@ def plot_across_runs(runs: Mapping[str, Path], plot_path: Path, panel: Panel) ->
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    with atomic_write(plot_path, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=100)
-    plt.close(figure)
-    return plot_path
+    return atomic_write_png(figure, plot_path, dpi=100)
