@@ -193,6 +193,16 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec())
     return out_dir
 
 
+def built_spec(folder: str | Path) -> TinyModelSpec | None:
+    """The spec a tiny build in ``folder`` was made from; None when ``folder`` holds no complete build
+    or one from a spec this version no longer reads (so callers rebuild rather than trust it)."""
+    try:
+        marker = json.loads((Path(folder) / MARKER_FILE).read_text(encoding="utf-8"))
+        return TinyModelSpec(**marker["spec"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _check_replaceable(out_dir: Path) -> None:
     if not out_dir.exists() and not out_dir.is_symlink():
         return

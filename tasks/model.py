@@ -11,7 +11,7 @@ from pathlib import Path
 
 from policies.backends import GenerationBackend, SamplingParams, load_backend
 from policies.config import GenerationConfig
-from policies.tiny_model import TinyModelSpec, build_tiny_model
+from policies.tiny_model import TinyModelSpec, build_tiny_model, built_spec
 from tasks.profile import PipelineConfig
 
 
@@ -21,13 +21,16 @@ def tiny_spec(config: PipelineConfig) -> TinyModelSpec:
 
 
 def resolve_model_folder(config: PipelineConfig) -> Path:
+    """The profile's model folder, else the run's tiny model, rebuilt when the profile now asks for
+    another template or seed: a folder kept from an earlier spec would quietly train the wrong model."""
     if config.model.path is not None:
         if not (config.model.path / "config.json").is_file():
             raise FileNotFoundError(f"model.path {config.model.path}: not a model folder (no config.json)")
         return config.model.path
     folder = config.run.directory / "models" / "tiny"
-    if not (folder / "config.json").is_file():
-        build_tiny_model(folder, tiny_spec(config))
+    spec = tiny_spec(config)
+    if built_spec(folder) != spec or not (folder / "config.json").is_file():
+        build_tiny_model(folder, spec)
     return folder
 
 
