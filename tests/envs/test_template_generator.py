@@ -242,6 +242,21 @@ def test_meta_records_scenario_sub_questions_golden_calls_and_scaling(envs: list
         )
 
 
+def test_where_a_needed_tool_is_listed_says_nothing(envs: list[DeployedEnvironment]):
+    """Integration puts the tools the golden calls need first and extension appends distractors; the
+    shuffled toolset keeps "call the first tool" from solving environments without the question."""
+    needed_first, with_choice = 0, 0
+    for env in envs:
+        names = [tool.document.name for tool in env.scaled.tools]
+        needed = {call.name for call in env.scaled.golden_calls}
+        if len(needed) < len(names):
+            with_choice += 1
+            needed_first += names[0] in needed
+    assert with_choice > 100
+    # Uniform placement would put a needed tool first in len(needed)/len(names) of them: about half.
+    assert 0.25 < needed_first / with_choice < 0.75
+
+
 @pytest.mark.parametrize("op", SCALING_OPS)
 def test_each_scaling_operation_is_applied_and_recorded(generator: TemplateGenerator, op: str):
     applied = 0
@@ -407,7 +422,12 @@ def test_stages_rerun_alone_give_the_same_objects(generator: TemplateGenerator):
     assert generator.scaler.scale(integrated, SCALING_OPS) == scaled
     assert generator.deployer.deploy(scaled) == run_stages(generator, request, SCALING_OPS)
     plain = generator.scaler.scale(integrated, ())
-    assert plain.scaling == () and plain.tools == integrated.tools
+    assert plain.scaling == ()  # no operation: the same tools, only listed in a seeded order
+
+    def by_name(tool):
+        return tool.document.name
+
+    assert sorted(plain.tools, key=by_name) == sorted(integrated.tools, key=by_name)
 
 
 def test_documenter_refuses_a_question_it_did_not_ask(generator: TemplateGenerator):

@@ -9,6 +9,7 @@
   packs several arguments;
 - toolset extension: distractor tools for facts and computations the question does not need.
 
+The tools come out in a seeded random order, so where a needed tool is listed says nothing.
 Each operation is tried on the tools in a seeded order and kept only if the result is still sound
 (`tools.problems`: golden calls answer, wrong enum values do not, documents leak no sub-answer);
 an operation that fits no tool is skipped and not recorded. Golden arguments are re-derived from
@@ -93,6 +94,10 @@ class TemplateScaler:
                     tools = candidate
                     records.append(ScalingRecord(op=op, tool=name, detail=detail))
                     break
+        # Integration lists the tools the golden calls need first and extension appends distractors
+        # after them: left so, "call the first tool" would solve every environment without reading
+        # the question. The final toolset is shown in a seeded random order instead.
+        rng.shuffle(tools)
         return ScaledScenario(
             scenario=scenario,
             tools=tuple(tools),
