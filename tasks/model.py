@@ -29,7 +29,7 @@ def resolve_model_folder(config: PipelineConfig) -> Path:
         return config.model.path
     folder = config.run.directory / "models" / "tiny"
     spec = tiny_spec(config)
-    if built_spec(folder) != spec or not (folder / "config.json").is_file():
+    if built_spec(folder) != spec:  # the marker is written last, so it means a complete build
         build_tiny_model(folder, spec)
     return folder
 
