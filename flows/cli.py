@@ -79,10 +79,18 @@ def model_tiny(
         typer.Option(help="'qwen2.5': Qwen2.5's exact chat template; 'compact': terse tool block for CPU."),
     ] = TinyTemplate.qwen25,
     seed: Annotated[int, typer.Option(help="Seed of the random weights; same seed, same bytes.")] = 0,
+    pretrain_steps: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Steps of copy pre-training (~0.15 s each on 2 cores); ~2,000 teach copying unseen names.",
+        ),
+    ] = 0,
 ) -> None:
     from policies.tiny_model import TinyModelSpec, build_tiny_model
 
-    path = build_tiny_model(out, TinyModelSpec(template=template.value, seed=seed))
+    spec = TinyModelSpec(template=template.value, seed=seed, pretrain_steps=pretrain_steps)
+    path = build_tiny_model(out, spec, log=typer.echo)
     typer.echo(f"built tiny model ({template.value} template, seed {seed}) in {path}")
 
 

@@ -27,7 +27,7 @@ import random
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -51,6 +51,7 @@ BUILDER = "ftrl-pipeline tiny model"
 CORPUS_SEED = 20250101
 CORPUS_CONVERSATIONS = 1000
 CORPUS_SENTENCES = 2000
+PRETRAINING_CONVERSATIONS = 2000
 
 _VERBS = (
     "get search find list book cancel update create check compute convert lookup send calculate fetch "
@@ -121,6 +122,8 @@ class TinyModelSpec:
     ``vocab_size`` is the embedding size; the tokenizer fills it with BPE merges up to the 7 added
     tokens at its end (fewer merges only if the generated corpus runs out of pairs).
     ``template`` picks the chat template: ``"qwen2.5"`` (exact) or ``"compact"`` (terse tool block).
+    ``pretrain_steps`` > 0 gives the random weights a copy pre-training (``policies.tiny_pretrain``):
+    without it the model cannot copy unseen names into tool calls, which held-out tasks need.
     """
 
     hidden_size: int = 128
@@ -132,6 +135,7 @@ class TinyModelSpec:
     max_position_embeddings: int = 4096
     seed: int = 0
     template: TemplateName = "qwen2.5"
+    pretrain_steps: int = 0
 
     def __post_init__(self) -> None:
         sizes = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size")
@@ -148,6 +152,10 @@ class TinyModelSpec:
             raise ValueError(
                 f"TinyModelSpec.num_heads ({self.num_heads}) must be divisible by num_kv_heads "
                 f"({self.num_kv_heads})"
+            )
+        if not isinstance(self.pretrain_steps, int) or self.pretrain_steps < 0:
+            raise ValueError(
+                f"TinyModelSpec.pretrain_steps must be a non-negative integer, got {self.pretrain_steps!r}"
             )
         minimum_vocab = 256 + len(SPECIAL_TOKENS) + len(TOOL_TOKENS)
         if not isinstance(self.vocab_size, int) or self.vocab_size < minimum_vocab:
@@ -166,8 +174,12 @@ def chat_template(name: TemplateName) -> str:
     return (TEMPLATES_DIR / TEMPLATE_FILES[name]).read_text(encoding="utf-8")
 
 
-def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec()) -> Path:
-    """Build the model folder at ``out_dir`` and return its path.
+def build_tiny_model(
+    out_dir: str | Path,
+    spec: TinyModelSpec = TinyModelSpec(),
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Build the model folder at ``out_dir`` and return its path; ``log`` hears the pre-training's progress.
 
     The folder is assembled under a temporary name beside ``out_dir`` and renamed into place when
     complete, so an interrupted build never leaves a folder that looks finished. An existing
@@ -182,8 +194,11 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec = TinyModelSpec())
         os.chmod(staging, 0o755)
         tokenizer = _build_tokenizer(spec)
         tokenizer.save_pretrained(staging)
-        _save_quietly(_build_model(spec, tokenizer), staging)
-        marker = {"builder": BUILDER, "spec": asdict(spec)}
+        model = _build_model(spec, tokenizer)
+        marker: dict[str, Any] = {"builder": BUILDER, "spec": asdict(spec)}
+        if spec.pretrain_steps:
+            marker["copy_accuracy"] = _pretrain(model, tokenizer, spec, log)
+        _save_quietly(model, staging)
         (staging / MARKER_FILE).write_text(
             json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
@@ -302,6 +317,25 @@ def _build_model(spec: TinyModelSpec, tokenizer: Any) -> Any:
     return model
 
 
+def _pretrain(model: Any, tokenizer: Any, spec: TinyModelSpec, log: Callable[[str], None] | None) -> float:
+    """Copy pre-training (``policies.tiny_pretrain``) on text in the model's own template; returns the
+    share of unseen random spans the model then repeats exactly (kept in the build marker)."""
+    from policies.tiny_pretrain import copy_accuracy, pretrain_copying
+
+    text_ids = tokenizer("".join(_pretraining_text(spec.template)))["input_ids"]
+    span_ids = range(256, tokenizer.convert_tokens_to_ids(PAD_TOKEN))  # BPE tokens, no added ones
+
+    def report(step: int, loss: float) -> None:
+        if log is not None:
+            log(f"tiny model pre-training: step {step}/{spec.pretrain_steps}, loss {loss:.3f}")
+
+    pretrain_copying(model, text_ids, span_ids, steps=spec.pretrain_steps, seed=spec.seed, log=report)
+    accuracy = copy_accuracy(model, span_ids)
+    if log is not None:
+        log(f"tiny model pre-training: repeats {accuracy:.0%} of unseen random spans exactly")
+    return accuracy
+
+
 def _save_quietly(model: Any, folder: Path) -> None:
     """save_pretrained without its progress bar, which is noise for a 5 MB file written in 10 ms."""
     from transformers.utils import logging as hf_logging
@@ -334,6 +368,17 @@ def _corpus() -> Iterator[str]:
     for _ in range(CORPUS_SENTENCES):
         yield _sentence(rng)
         yield _json_record(rng)
+
+
+def _pretraining_text(template: TemplateName) -> Iterator[str]:
+    """The text the copy pre-training cuts its rows from: conversations in the model's own template
+    (added tokens intact, unlike ``_corpus``), sentences and JSON, from a seed of their own."""
+    rng = random.Random(CORPUS_SEED + 1)
+    compiled = _compile(chat_template(template))
+    for _ in range(PRETRAINING_CONVERSATIONS):
+        messages, tools = _conversation(rng)
+        yield compiled.render(messages=messages, tools=tools or None)
+        yield _sentence(rng) + "\n" + _json_record(rng) + "\n"
 
 
 def _compile(template_text: str) -> Any:

@@ -72,7 +72,7 @@ CODE_VERSIONS: dict[str, str] = {
 #: defaults. Paths that name inputs (`eval.data`...) are not here: inputs arrive as references.
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "build": ("build", "sandbox", "generation.max_concurrency"),
-    "model": ("model.tiny_template", "model.tiny_seed"),
+    "model": ("model.tiny_template", "model.tiny_seed", "model.tiny_pretrain_steps"),
     "sample": ("generation", "sample", "sandbox", "model.parser"),
     "convert": (),
     "warm-start": ("train.local.sft",),

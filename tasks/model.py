@@ -17,12 +17,15 @@ from tasks.profile import PipelineConfig
 
 def tiny_spec(config: PipelineConfig) -> TinyModelSpec:
     """The tiny model a profile describes (when it names no model folder)."""
-    return TinyModelSpec(template=config.model.tiny_template, seed=config.model.tiny_seed)
+    model = config.model
+    return TinyModelSpec(
+        template=model.tiny_template, seed=model.tiny_seed, pretrain_steps=model.tiny_pretrain_steps
+    )
 
 
 def resolve_model_folder(config: PipelineConfig) -> Path:
     """The profile's model folder, else the run's tiny model, rebuilt when the profile now asks for
-    another template or seed: a folder kept from an earlier spec would quietly train the wrong model."""
+    another template, seed or pre-training: a folder from an earlier spec would train the wrong model."""
     if config.model.path is not None:
         if not (config.model.path / "config.json").is_file():
             raise FileNotFoundError(f"model.path {config.model.path}: not a model folder (no config.json)")

@@ -111,11 +111,11 @@ def source_ref(path: str, kind: RefKind, fingerprint: list[tuple[str, int, int]]
 
 @task(cache_policy=stage_cache("model"), **_RESULTS)
 def tiny_model(config: PipelineConfig, run_dir: Path, label: str) -> FileRef:
-    """Build the tiny local model (the profile names no model folder)."""
+    """Build the tiny local model (the profile names no model folder), with its copy pre-training."""
     out = output_dir(run_dir, "models", label)
     if not (out / "config.json").is_file():
         with model_stage():
-            build_tiny_model(out, tiny_spec(config))
+            build_tiny_model(out, tiny_spec(config), log=get_run_logger().info)
     return file_ref(out, "model")
 
 

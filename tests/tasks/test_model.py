@@ -1,4 +1,4 @@
-"""The run's tiny model folder follows the profile: another template or seed rebuilds it."""
+"""The run's tiny model folder follows the profile: another template, seed or pre-training rebuilds it."""
 
 from pathlib import Path
 
@@ -20,7 +20,7 @@ def test_tiny_folder_is_built_once_and_reused(tmp_path: Path) -> None:
     assert (folder / "model.safetensors").stat().st_ino == weights.st_ino  # not rebuilt
 
 
-def test_another_seed_or_template_rebuilds_it(tmp_path: Path) -> None:
+def test_another_seed_template_or_pretraining_rebuilds_it(tmp_path: Path) -> None:
     folder = resolve_model_folder(profile(tmp_path, "model.tiny_template=compact"))
     first = (folder / "model.safetensors").read_bytes()
     resolve_model_folder(profile(tmp_path, "model.tiny_template=compact", "model.tiny_seed=1"))
@@ -28,6 +28,8 @@ def test_another_seed_or_template_rebuilds_it(tmp_path: Path) -> None:
     assert (folder / "model.safetensors").read_bytes() != first  # other random weights
     resolve_model_folder(profile(tmp_path, "model.tiny_seed=1"))
     assert built_spec(folder) == TinyModelSpec(template="qwen2.5", seed=1)
+    resolve_model_folder(profile(tmp_path, "model.tiny_seed=1", "model.tiny_pretrain_steps=2"))
+    assert built_spec(folder) == TinyModelSpec(template="qwen2.5", seed=1, pretrain_steps=2)
 
 
 def test_built_spec_of_no_build_is_none(tmp_path: Path) -> None:
