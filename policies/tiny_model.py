@@ -322,7 +322,7 @@ def _pretrain(model: Any, tokenizer: Any, spec: TinyModelSpec, log: Callable[[st
     share of unseen random spans the model then repeats exactly (kept in the build marker)."""
     from policies.tiny_pretrain import copy_accuracy, pretrain_copying
 
-    text_ids = tokenizer("".join(_pretraining_text(spec.template)))["input_ids"]
+    text_ids = [i for text in _pretraining_text(spec.template) for i in tokenizer(text)["input_ids"]]
     span_ids = range(256, tokenizer.convert_tokens_to_ids(PAD_TOKEN))  # BPE tokens, no added ones
 
     def report(step: int, loss: float) -> None:
