@@ -9,12 +9,16 @@ the data was arranged. Pre-trained hub models have these heads from pre-training
 gets a short pre-training of its own.
 
 Each training row is ordinary generated text (tool-use chats in the model's own template, sentences,
-JSON) with a span of random tokens planted in it twice. The loss covers the text and the second
-copy of the span (after its first token, which nothing predicts), never the first copy: the only way
-to lower it is to copy. The text keeps the model's notion of the format; the span teaches copying
-any token at all, not only the words of the corpus. Loss on random spans stays near chance for a
-while and then falls within ~200 steps (the induction-head phase change, ~1,900 steps at batch 32 in
-our runs); :func:`copy_accuracy` measures the result on spans no row contained.
+JSON) with a span of random tokens planted in it three times. The loss covers the text and the
+repeats of the span (after their first token, which nothing predicts), never its first copy: the
+only way to lower it is to copy. The text keeps the model's notion of the format; the span teaches
+copying any token at all, not only the words of the corpus. :func:`copy_accuracy` measures the
+result on spans no row contained.
+
+What made copying appear fast enough for a CPU (batch 32, LR 2e-3, one thread, seed 0): on bare
+spans planted twice, the loss stays near chance for ~2,000 steps and then falls within ~200 (the
+induction-head phase change); planted three times, the change comes at ~2,100 steps; planted three
+times *in text*, the model already repeats 20% of unseen spans exactly at step 1,000.
 
 Plain PyTorch rather than a trainer: this is part of *building* the model (like its random
 initialisation), seeded and deterministic on a fixed thread count, with no checkpoints to resume.
@@ -30,8 +34,9 @@ BATCH_SIZE = 32
 LEARNING_RATE = 2e-3
 WARMUP_STEPS = 100
 SPAN_LENGTH = (4, 16)
-TEXT_AROUND = (0, 12)
-TEXT_BETWEEN = (1, 16)
+SPAN_REPEATS = 2
+TEXT_BEFORE = (0, 8)
+TEXT_BETWEEN = (1, 8)
 IGNORE = -100
 
 Row = tuple[list[int], list[int]]
@@ -82,22 +87,25 @@ def copy_accuracy(model: Any, span_ids: Sequence[int], *, rows: int = 64, seed: 
     model.eval()
     with torch.no_grad():
         for _ in range(rows):
-            ids, labels = _row(rng, (), span_ids)
+            ids, labels = _row(rng, (), span_ids, repeats=1)
             predicted = model(input_ids=torch.tensor([ids])).logits[0].argmax(-1).tolist()
             correct += all(predicted[i - 1] == t for i, t in enumerate(labels) if t != IGNORE)
     return correct / rows
 
 
-def _row(rng: random.Random, text_ids: Sequence[int], span_ids: Sequence[int]) -> Row:
-    """Text, a random span, more text, the span again, text; loss on all but the span's first copy
-    and the first token of its repeat."""
+def _row(
+    rng: random.Random, text_ids: Sequence[int], span_ids: Sequence[int], repeats: int = SPAN_REPEATS
+) -> Row:
+    """Text, a random span, then ``repeats`` times more text and the span again; loss on all but the
+    span's first copy and the first token of each repeat (nothing predicts those)."""
     span = [rng.choice(span_ids) for _ in range(rng.randint(*SPAN_LENGTH))]
-    before, between, after = (
-        _window(rng, text_ids, rng.randint(*bounds)) for bounds in (TEXT_AROUND, TEXT_BETWEEN, TEXT_AROUND)
-    )
-    ids = before + span + between + span + after
+    ids = _window(rng, text_ids, rng.randint(*TEXT_BEFORE)) + span
     # Labels are the inputs (transformers shifts them), ignored where nothing can predict them.
-    labels = before + [IGNORE] * len(span) + between + [IGNORE] + span[1:] + after
+    labels = ids[: len(ids) - len(span)] + [IGNORE] * len(span)
+    for _ in range(repeats):
+        between = _window(rng, text_ids, rng.randint(*TEXT_BETWEEN))
+        ids += between + span
+        labels += between + [IGNORE] + span[1:]
     return ids, labels
 
 

@@ -30,21 +30,22 @@ def runs_of_span_tokens(ids: list[int]) -> list[tuple[int, int]]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(min_value=0, max_value=2**32))
-def test_row_plants_one_span_twice_and_asks_only_for_its_repeat(seed: int) -> None:
-    ids, labels = _row(random.Random(seed), TEXT, SPANS)
-    (first_start, first_end), (repeat_start, repeat_end) = runs_of_span_tokens(ids)
-    span = ids[first_start:first_end]
-    assert 4 <= len(span) <= 16 and ids[repeat_start:repeat_end] == span
-    assert repeat_start > first_end  # at least one text token between the copies
+@given(st.integers(min_value=0, max_value=2**32), st.integers(min_value=1, max_value=3))
+def test_row_plants_one_span_repeatedly_and_asks_only_for_its_repeats(seed: int, repeats: int) -> None:
+    ids, labels = _row(random.Random(seed), TEXT, SPANS, repeats=repeats)
+    runs = runs_of_span_tokens(ids)
+    assert len(runs) == 1 + repeats  # at least one text token between the copies keeps them apart
+    span = ids[slice(*runs[0])]
+    assert 4 <= len(span) <= 16 and all(ids[slice(*run)] == span for run in runs)
     expected = list(ids)
-    expected[first_start:first_end] = [IGNORE] * len(span)  # nothing predicts the first copy
-    expected[repeat_start] = IGNORE  # nor which span follows the text
+    expected[slice(*runs[0])] = [IGNORE] * len(span)  # nothing predicts the first copy
+    for start, _ in runs[1:]:
+        expected[start] = IGNORE  # nor which span follows the text
     assert labels == expected
 
 
 def test_rows_without_text_are_the_bare_copy_task() -> None:
-    ids, labels = _row(random.Random(3), (), SPANS)
+    ids, labels = _row(random.Random(3), (), SPANS, repeats=1)
     span_length = len(ids) // 2
     assert ids[:span_length] == ids[span_length:]
     assert labels == [IGNORE] * (span_length + 1) + ids[span_length + 1 :]
