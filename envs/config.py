@@ -42,6 +42,12 @@ class SampleConfig(BaseModel):
     max_turns: int = Field(20, ge=1, description="Turn limit of one episode (the paper uses 20).")
     seed: int = Field(0, description="Run seed; each chunk and episode derives its own from it.")
     chunk_episodes: int = Field(64, ge=1, description="Episodes per resumable chunk (one batch per turn).")
+    max_envs: int | None = Field(
+        None,
+        ge=1,
+        description="Roll out only the first N environments (builds interleave scenario types); "
+        "empty: all. GRPO trains on a few hundred prompts, so a CPU run need not sample thousands.",
+    )
 
 
 class LLMGeneratorConfig(BaseModel):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 
 from tqdm import tqdm
@@ -38,6 +39,7 @@ class SampleSettings:
     seed: int = 0
     chunk_episodes: int = 64
     policy: str = "policy"
+    max_envs: int | None = None  # roll out only the first N environments of the file
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ def fresh_row(env: EnvRow, policy: str, sample_index: int) -> TrajectoryRow:
     )
 
 
-def _episodes(envs_path: Path, samples_per_env: int) -> Iterator[tuple[EnvRow, int]]:
-    for env in iter_rows(envs_path, EnvRow):
+def _episodes(envs_path: Path, samples_per_env: int, max_envs: int | None) -> Iterator[tuple[EnvRow, int]]:
+    for env in islice(iter_rows(envs_path, EnvRow), max_envs):
         for sample_index in range(samples_per_env):
             yield env, sample_index
 
@@ -117,14 +119,16 @@ def sample_trajectories(
         "backend": backend.name,
     }
     _validate(envs_path)
-    total = sum(1 for _ in _episodes(envs_path, settings.samples_per_env))
+    total = sum(1 for _ in _episodes(envs_path, settings.samples_per_env, settings.max_envs))
     bar = tqdm(total=total, unit="episode", desc=f"sampling {envs_path.name}", disable=not progress)
 
     def produce(index: int, chunk: list[tuple[EnvRow, int]]) -> list[TrajectoryRow]:
         chunk_params = SamplingParams(**{**asdict(params), "seed": derive_seed(settings.seed, index)})
         return _sample_chunk(chunk, backend, chunk_params, pool, settings)
 
-    episodes = batched(_episodes(envs_path, settings.samples_per_env), settings.chunk_episodes)
+    episodes = batched(
+        _episodes(envs_path, settings.samples_per_env, settings.max_envs), settings.chunk_episodes
+    )
     run = write_chunked(out_path, manifest, episodes, produce, on_chunk=lambda chunk: bar.update(len(chunk)))
     bar.close()
     return SampleReport(

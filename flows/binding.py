@@ -202,9 +202,12 @@ class RunTasks:
         return self.tiny_model.submit(stage_view(config, "model"), self.run_dir, label="base-model")
 
     def sample_shards(self, config: PipelineConfig, envs: FileRef, count: int) -> list[FileRef]:
-        """Cut the training environments into `count` shards now: the flow maps over the list."""
+        """Cut the training environments (the first `sample.max_envs`) into `count` shards now: the
+        flow maps over the list."""
         unit = env_unit(config.sample.chunk_episodes, config.sample.samples_per_env)
-        return self.split_shards(envs, count, unit, None, self.run_dir, label="split-sample")
+        return self.split_shards(
+            envs, count, unit, None, self.run_dir, label="split-sample", limit=config.sample.max_envs
+        )
 
     def eval_shards(self, config: PipelineConfig, data: FileRef, count: int, label: str) -> list[FileRef]:
         """Cut the evaluation split of `data` into `count` shards now."""

@@ -26,6 +26,7 @@ def run_sampling(
         max_turns=config.sample.max_turns,
         seed=config.sample.seed,
         chunk_episodes=config.sample.chunk_episodes,
+        max_envs=config.sample.max_envs,
         policy=model if generation.backend == "openai" else Path(model).name,
     )
     backend = backend_for(config, generation.backend, model, generation.base_url)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 
 from envs.atomic import atomic_write
@@ -58,21 +59,28 @@ def shard_ranges(count: int, shards: int, unit: int) -> list[range]:
 
 
 def split_envs(
-    source: Path, out_dir: Path, shards: int, unit: int, *, split: str | None = None
+    source: Path,
+    out_dir: Path,
+    shards: int,
+    unit: int,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
 ) -> list[tuple[Path, int]]:
-    """Write `shard-NNN.jsonl` files into `out_dir` (the rows of `split`, or all rows); return each
-    file with its row count. Rows are validated on the way, so a bad row fails here, naming its line."""
-    count = sum(1 for _ in _selected(source, split))
+    """Write `shard-NNN.jsonl` files into `out_dir` (the rows of `split`, or all rows; the first `limit`
+    of them when given); return each file with its row count. Rows are validated on the way, so a bad
+    row fails here, naming its line."""
+    count = sum(1 for _ in _selected(source, split, limit))
     written = []
-    rows = _selected(source, split)
+    rows = _selected(source, split, limit)
     for index, bounds in enumerate(shard_ranges(count, shards, unit)):
         path = out_dir / f"shard-{index:03d}.jsonl"
         written.append((path, write_rows(path, (next(rows) for _ in bounds))))
     return written
 
 
-def _selected(source: Path, split: str | None) -> Iterator[EnvRow]:
-    return (row for row in iter_rows(source, EnvRow) if split is None or row.split == split)
+def _selected(source: Path, split: str | None, limit: int | None) -> Iterator[EnvRow]:
+    return islice((row for row in iter_rows(source, EnvRow) if split is None or row.split == split), limit)
 
 
 def concat_files(parts: Sequence[Path], out: Path) -> int:

@@ -144,13 +144,20 @@ def build_envs(config: PipelineConfig, run_dir: Path, label: str) -> BuiltEnvs:
 
 @task(cache_policy=stage_cache("shards"), **_RESULTS)
 def split_shards(
-    envs: FileRef, shards: int, unit: int, split: str | None, run_dir: Path, label: str
+    envs: FileRef,
+    shards: int,
+    unit: int,
+    split: str | None,
+    run_dir: Path,
+    label: str,
+    limit: int | None = None,
 ) -> list[FileRef]:
-    """Cut an environment file into `shards` contiguous shards of whole chunks (`tasks.shards`)."""
+    """Cut an environment file (its first `limit` rows when given) into `shards` contiguous shards of
+    whole chunks (`tasks.shards`)."""
     out = output_dir(run_dir, "shards", label)
     return [
         file_ref(path, "envs", rows=rows)
-        for path, rows in split_envs(envs.path, out, shards, unit, split=split)
+        for path, rows in split_envs(envs.path, out, shards, unit, split=split, limit=limit)
     ]
 
 

@@ -73,6 +73,16 @@ def test_oracle_rows_are_exactly_the_ftrl_trajectory(tmp_path: Path, pool: Sandb
     assert not out.with_name("traj.jsonl.parts").exists()
 
 
+def test_max_envs_rolls_out_only_the_first_environments(tmp_path: Path, pool: SandboxPool) -> None:
+    rows = example_rows()
+    envs = write_envs(tmp_path / "envs.jsonl", rows)
+    out = tmp_path / "traj.jsonl"
+    settings = SampleSettings(samples_per_env=2, chunk_episodes=4, policy="oracle", max_envs=2)
+    report = sample_trajectories(envs, out, oracle_for(rows), PARAMS, pool, settings, progress=False)
+    assert (report.episodes, report.rows) == (4, 8)  # single and parallel: 2 samples of 2 turns each
+    assert {row.env_id for row in iter_rows(out, TrajectoryRow)} == {rows[0].env_id, rows[1].env_id}
+
+
 def test_repeated_environment_is_refused(tmp_path: Path, pool: SandboxPool) -> None:
     rows = example_rows()
     envs = write_envs(tmp_path / "envs.jsonl", [rows[0], rows[1], rows[0]])
