@@ -1,10 +1,11 @@
 """`make demo`'s flow, shortened: `ftrl run --config configs/cpu-demo.yaml` with a few environments and
 steps, run as a user runs it (a real process on its own temporary Prefect server), then run again.
 
-The full-size demo (2,000 environments, hundreds of SFT steps) takes minutes and is measured in the
-README; this test checks that the profile still drives every stage of the method end to end: build,
-the tiny model, the SFT warm start on the simpler scenario types, sample → convert → GRPO → merge,
-evaluation of every model on the held-out split and the report with its charts.
+The full-size demo (2,000 environments, 1,800 steps of copy pre-training, hundreds of SFT steps)
+takes minutes and is measured in the README; this test checks that the profile still drives every
+stage of the method end to end: build, the tiny model and its pre-training, the SFT warm start on
+the simpler scenario types, sample → convert → GRPO → merge, evaluation of every model on the
+held-out split and the report with its charts.
 """
 
 import json
@@ -15,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from policies.tiny_model import MARKER_FILE
+
 REPO = Path(__file__).resolve().parents[2]
 SHORTER = [
+    "model.tiny_pretrain_steps=4",
     "build.count=24",
     "build.test_fraction=0.25",
     "sample.max_turns=2",
@@ -84,6 +88,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[str]
 def test_the_demo_runs_every_stage_of_the_method(runs: tuple[list[str], list[str], Path]) -> None:
     first, _, _ = runs
     assert first[: len(STAGES)] == [f"{stage}: Completed" for stage in STAGES]
+
+
+def test_the_demo_pre_trains_its_tiny_model(runs: tuple[list[str], list[str], Path]) -> None:
+    _, _, run_dir = runs
+    (model,) = (run_dir / "models" / "base-model").iterdir()
+    marker = json.loads((model / MARKER_FILE).read_text(encoding="utf-8"))
+    assert marker["spec"]["pretrain_steps"] == 4 and marker["spec"]["template"] == "compact"
+    assert marker["copy_accuracy"] == 0.0  # 4 steps teach no copying; the full demo's 1,800 do
 
 
 def test_the_demo_warm_starts_on_the_simpler_scenario_types_and_rl_starts_from_it(
