@@ -61,7 +61,8 @@ def resolve_profile(profile: Path | None, overrides: list[str] | None) -> Pipeli
 
 
 TINY_HELP = (
-    "Build the tiny local Qwen2-architecture model (about 1.2M parameters) in seconds, offline.\n\n"
+    "Build the tiny local Qwen2-architecture model (about 1.2M parameters) in seconds, offline; "
+    "--pretrain-steps adds its copy pre-training (minutes).\n\n"
     "The folder loads with transformers' AutoTokenizer and AutoModelForCausalLM like any real model: "
     "safetensors weights, a byte-level BPE tokenizer, <tool_call> and <tool_response> as normal tokens. "
     "Tests and the CPU demo use it; a real model is just a folder path in a profile."
