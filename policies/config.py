@@ -27,8 +27,8 @@ class ModelConfig(BaseModel):
     tiny_pretrain_steps: int = Field(
         0,
         ge=0,
-        description="Steps of copy pre-training for the tiny model (~0.15 s each on 2 cores); "
-        "0 keeps its random weights. Copying unseen names takes ~2,000.",
+        description="Steps of copy pre-training for the tiny model (~0.18 s each on 2 cores); "
+        "0 keeps its random weights. 1,800 repeat 41-56% of unseen token spans exactly.",
     )
     parser: Literal["qwen2.5", "hermes", "qwen3", "llama3.1"] = Field(
         "qwen2.5", description="Tool-call format the model writes."

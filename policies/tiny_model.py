@@ -14,7 +14,7 @@ class, tokenizer class, chat template and special tokens) without a download. So
   Qwen2.5's ~355-token tool block;
 - random Qwen2 weights (seeded) in safetensors, and a generation config that stops on either eos;
 - optionally (``spec.pretrain_steps``) a copy pre-training of those weights (``policies.tiny_pretrain``,
-  ~0.16 s a step on 2 cores): without it the model cannot copy an unseen name into a call.
+  ~0.18 s a step on 2 cores): without it the model cannot copy an unseen name into a call.
 
 Same spec, same bytes: the corpus comes from a fixed seed and BPE training is deterministic, so a
 rebuild is byte-identical and can be cached by digest (a pre-trained one on the same torch version and
