@@ -277,7 +277,8 @@ def build(
     report = run_build(config, out)
     typer.echo(
         f"wrote {report.written} verified environments to {out} (train {report.train}, test {report.test}) "
-        f"in {report.seconds:.1f} s; {report.attempted} attempted, {report.duplicates_removed} duplicates, "
+        f"in {report.seconds:.1f} s; {report.left_out_for_test} left out for sharing an entity with a "
+        f"test environment; {report.attempted} attempted, {report.duplicates_removed} duplicates, "
         f"{sum(report.rejected.values())} rejected; oracle solve rate {report.oracle_solve_rate:.3f}"
     )
     typer.echo(f"scenario types: {_counts(report.scenario_types)}")

@@ -2,8 +2,8 @@
 
 Every environment that leaves the builder has been proven solvable by `envs.verify` (its golden
 calls return their sub-answers in the sandbox, perturbed calls do not, the oracle episode reaches
-solve rate 1.0). Train and test share no entity that a sub-answer depends on: environments that
-share an entity are kept in the same split (connected components over shared entities).
+solve rate 1.0). Train and test share no entity that a sub-answer depends on, and the test split has
+the build's mix of scenario types (`split_without_leakage`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class BuildReport:
     train: int = 0
     test: int = 0
     duplicates_removed: int = 0
+    left_out_for_test: int = 0
     shared_entities_between_splits: int = 0
     seconds: float = 0.0
     scenario_types: dict[str, int] = field(default_factory=dict)
@@ -69,6 +70,7 @@ class BuildReport:
             "",
             f"- written: {self.written} (train {self.train}, test {self.test}) of {self.requested} requested",
             f"- attempted: {self.attempted}; duplicates removed: {self.duplicates_removed}",
+            f"- left out, sharing an entity with a test environment: {self.left_out_for_test}",
             f"- entities shared between train and test: {self.shared_entities_between_splits}",
             f"- oracle solve rate of written environments: {self.oracle_solve_rate:.3f}",
             f"- time: {self.seconds:.1f} s",
@@ -107,41 +109,69 @@ def entities_of(row: EnvRow) -> set[str]:
     return {entity for sub in row.meta_dict().get("sub_questions", []) for entity in sub.get("entities", [])}
 
 
-def split_without_leakage(
-    rows: Sequence[EnvRow], test_fraction: float, seed: int
-) -> tuple[list[int], list[int]]:
-    """Indices of train and test rows such that no entity appears on both sides.
+@dataclass(frozen=True)
+class Split:
+    """Row indices of each split, and of the rows left out of both to keep them apart."""
 
-    Rows sharing an entity form one component (union-find); whole components go to test, in a
-    seeded order, while they fit in the test share (a component too big to fit stays in train).
+    train: list[int]
+    test: list[int]
+    left_out: list[int]
+
+
+def split_without_leakage(rows: Sequence[EnvRow], test_fraction: float, seed: int) -> Split:
+    """Split `rows` so that no entity appears on both sides and test has the rows' scenario mix.
+
+    Test takes `round(test_fraction * n)` rows of each kind with n rows, a kind being the scenario
+    type (`meta.scenario`) and whether the row names an entity at all (a unit conversion does not).
+    A row taken for test takes its entities with it: every other row naming one of them can no
+    longer be in train, and is left out unless it is taken for test too.
+
+    Keeping whole connected components together (the obvious alternative) fails on generated data:
+    entities recur, one component holds most rows, and the few small ones are mostly single-hop
+    questions without entities, so the test split showed little multi-hop and few entity lookups.
+    Taking rows instead costs train rows, so rows are taken cheapest first: in a seeded order, a
+    pass takes the rows that leave out at most `budget` more rows, and the budget grows only while
+    a kind's quota is unmet. Within a budget the order is random, so the test split is not made of
+    the rows with the rarest entities only.
     """
-    parent = list(range(len(rows)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    owner: dict[str, int] = {}
-    for index, row in enumerate(rows):
-        for entity in sorted(entities_of(row)):
-            if entity in owner:
-                parent[find(index)] = find(owner[entity])
-            else:
-                owner[entity] = index
-    components: dict[int, list[int]] = {}
-    for index in range(len(rows)):
-        components.setdefault(find(index), []).append(index)
-    order = sorted(components.values(), key=lambda members: rows[members[0]].env_id)
+    entities = [entities_of(row) for row in rows]
+    kinds = [
+        (str(row.meta_dict().get("scenario") or "unknown"), bool(names))
+        for row, names in zip(rows, entities, strict=True)
+    ]
+    naming: dict[str, set[int]] = {}
+    for index, names in enumerate(entities):
+        for name in names:
+            naming.setdefault(name, set()).add(index)
+    quota = {kind: round(test_fraction * count) for kind, count in Counter(kinds).items()}
+    order = sorted(range(len(rows)), key=lambda index: rows[index].env_id)
     random.Random(seed).shuffle(order)
-    target = round(test_fraction * len(rows))
-    test: list[int] = []
-    for members in order:
-        if len(test) + len(members) <= target:
-            test.extend(members)
-    test_set = set(test)
-    return [i for i in range(len(rows)) if i not in test_set], sorted(test)
+    taken: Counter[tuple[str, bool]] = Counter()
+    test: set[int] = set()
+    left_out: set[int] = set()
+    budget = 0
+    while any(taken[kind] < wanted for kind, wanted in quota.items()):
+        cheapest_refused: int | None = None
+        for index in order:
+            if index in test or taken[kinds[index]] >= quota[kinds[index]]:
+                continue
+            cost = {other for name in entities[index] for other in naming[name]} - test - left_out
+            cost.discard(index)
+            if len(cost) > budget:
+                cheapest_refused = min(len(cost), cheapest_refused or len(cost))
+                continue
+            test.add(index)
+            left_out.discard(index)
+            left_out |= cost
+            taken[kinds[index]] += 1
+        if cheapest_refused is None:
+            break  # every row of an unmet kind is already in test
+        budget = cheapest_refused
+    return Split(
+        train=[index for index in range(len(rows)) if index not in test and index not in left_out],
+        test=sorted(test),
+        left_out=sorted(left_out),
+    )
 
 
 def shared_entities(train: Sequence[EnvRow], test: Sequence[EnvRow]) -> int:
@@ -217,17 +247,19 @@ def build_environments(
             if progress is not None:
                 progress(len(kept), count)
 
-    train_idx, test_idx = split_without_leakage(kept, test_fraction, seed)
-    train = [_with_split(kept[i], "train") for i in train_idx]
-    test = [_with_split(kept[i], "test") for i in test_idx]
+    split = split_without_leakage(kept, test_fraction, seed)
+    train = [_with_split(kept[i], "train") for i in split.train]
+    test = [_with_split(kept[i], "test") for i in split.test]
     write_rows(out_dir / "train.jsonl", train)
     write_rows(out_dir / "test.jsonl", test)
 
-    report.written, report.train, report.test = len(kept), len(train), len(test)
+    report.written, report.train, report.test = len(train) + len(test), len(train), len(test)
+    report.left_out_for_test = len(split.left_out)
     report.shared_entities_between_splits = shared_entities(train, test)
     report.rejected = dict(sorted(rejected.items()))
-    report.oracle_solve_rate = sum(solve_rates) / len(solve_rates) if solve_rates else 0.0
-    _count_shapes(report, kept)
+    written = [solve_rates[i] for i in (*split.train, *split.test)]
+    report.oracle_solve_rate = sum(written) / len(written) if written else 0.0
+    _count_shapes(report, [*train, *test])
     report.seconds = time.perf_counter() - started
     atomic_write_text(out_dir / "report.json", json.dumps(asdict(report), indent=2, ensure_ascii=False))
     atomic_write_text(out_dir / "report.md", report.to_markdown())

@@ -1,10 +1,13 @@
 """`build_environments` with the template generator: verified, deduplicated, leakage-free, reproducible."""
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from envs.construction.build import build_environments, entities_of, split_without_leakage
 from envs.construction.stages import SCALING_OPS, SCENARIO_TYPES
@@ -30,21 +33,22 @@ def built(tmp_path_factory, pool: SandboxPool):
 def test_counts_splits_and_report(built) -> None:
     out, report = built
     train, test = list(iter_rows(out / "train.jsonl")), list(iter_rows(out / "test.jsonl"))
-    assert report.written == len(train) + len(test) == 120
+    assert report.written + report.left_out_for_test == 120
+    assert report.written == len(train) + len(test)
     assert (report.train, report.test) == (len(train), len(test))
-    assert (
-        0 < len(test) <= 24
-        and {row.split for row in train} == {"train"}
-        and {r.split for r in test} == {"test"}
-    )
+    assert {row.split for row in train} == {"train"} and {r.split for r in test} == {"test"}
+    # 30 of each type were built, so test holds about 6 of each (a fifth, rounded per kind)
+    test_types = Counter(row.meta_dict()["scenario"] for row in test)
+    assert set(test_types) == set(SCENARIO_TYPES) and all(4 <= n <= 8 for n in test_types.values())
     assert report.oracle_solve_rate == 1.0
     assert set(report.scenario_types) == set(SCENARIO_TYPES)
     assert set(report.scaling_operations) == set(SCALING_OPS)
-    assert sum(report.tools_per_environment.values()) == 120
+    assert sum(report.tools_per_environment.values()) == report.written
     saved = json.loads((out / "report.json").read_text())
-    assert saved["written"] == 120 and saved["rejected"] == report.rejected
+    assert saved["written"] == report.written and saved["rejected"] == report.rejected
     markdown = (out / "report.md").read_text()
     assert "### Scenario types" in markdown and "| parallel multi-hop |" in markdown
+    assert f"sharing an entity with a test environment: {report.left_out_for_test}" in markdown
 
 
 def test_no_entity_is_shared_between_train_and_test(built) -> None:
@@ -69,19 +73,61 @@ def test_same_seed_same_bytes(tmp_path: Path, pool: SandboxPool) -> None:
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
 
 
-def test_leakage_split_keeps_components_together() -> None:
-    class Row:
-        def __init__(self, env_id: str, entities: list[str]) -> None:
-            self.env_id = env_id
-            self._meta = {"sub_questions": [{"entities": entities}]}
+class _Row:
+    """What `split_without_leakage` reads of an environment: its id, scenario type and entities."""
 
-        def meta_dict(self):
-            return self._meta
+    def __init__(self, env_id: str, scenario: str, entities: list[str]) -> None:
+        self.env_id = env_id
+        self._meta = {"scenario": scenario, "sub_questions": [{"entities": entities}]}
 
-    rows = [Row("a", ["x"]), Row("b", ["x", "y"]), Row("c", ["y"]), Row("d", ["z"]), Row("e", ["w"])]
-    train, test = split_without_leakage(rows, 0.4, seed=0)  # a-b-c is one component of three
-    assert sorted(train + test) == [0, 1, 2, 3, 4]
-    assert set(test) <= {3, 4} and len(test) == 2
+    def meta_dict(self) -> dict:
+        return self._meta
+
+
+def test_the_split_takes_cheap_rows_per_kind_and_leaves_out_those_that_would_leak() -> None:
+    rows = [
+        _Row("a", "single-hop", ["x"]),  # leaves out b
+        _Row("b", "single-hop", ["x", "y"]),  # leaves out a and c: dearer
+        _Row("c", "multi-hop", ["y"]),  # leaves out b
+        _Row("d", "multi-hop", ["z"]),  # leaves out nothing
+        _Row("e", "single-hop", []),  # no entity: a kind of its own, free
+        _Row("f", "single-hop", []),
+    ]
+    for seed in range(5):
+        split = split_without_leakage(rows, 0.5, seed)  # one row of each of the three kinds
+        assert {0, 3} < set(split.test) and len(split.test) == 3 and split.left_out == [1]
+        assert 2 in split.train and len({4, 5} & set(split.test)) == 1
+
+
+@st.composite
+def _random_rows(draw: st.DrawFn) -> list[_Row]:
+    count = draw(st.integers(1, 40))
+    return [
+        _Row(
+            f"env-{index}",
+            draw(st.sampled_from(SCENARIO_TYPES)),
+            draw(st.lists(st.sampled_from("abcdefghijkl"), max_size=3, unique=True)),
+        )
+        for index in range(count)
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(_random_rows(), st.floats(0.0, 0.9), st.integers(0, 3))
+def test_split_properties(rows: list[_Row], fraction: float, seed: int) -> None:
+    split = split_without_leakage(rows, fraction, seed)
+    every = [*split.train, *split.test, *split.left_out]
+    assert sorted(every) == list(range(len(rows)))  # each row in exactly one place
+    train = set().union(*(entities_of(rows[i]) for i in split.train))
+    test = set().union(*(entities_of(rows[i]) for i in split.test))
+    assert not train & test
+    kinds = [(row.meta_dict()["scenario"], bool(entities_of(row))) for row in rows]
+    for kind, count in Counter(kinds).items():  # every kind gets exactly its share
+        assert sum(kinds[i] == kind for i in split.test) == round(fraction * count)
+    shuffled = split_without_leakage(list(reversed(rows)), fraction, seed)  # the order rows came in
+    assert sorted(rows[i].env_id for i in split.test) == sorted(
+        rows[len(rows) - 1 - i].env_id for i in shuffled.test
+    )
 
 
 def test_bad_arguments(tmp_path: Path, pool: SandboxPool) -> None:
