@@ -209,6 +209,18 @@ class RunTasks:
             envs, count, unit, None, self.run_dir, label="split-sample", limit=config.sample.max_envs
         )
 
+    def warm_start_envs(self, config: PipelineConfig, envs: FileRef) -> FileRef:
+        """The train environments the warm start learns from: all of them, or with
+        `train.local.sft.skip_sampled_envs` the ones after the first `sample.max_envs`, which RL
+        samples, so that RL learns on questions the warm start never saw."""
+        sft = config.train.local.sft
+        if sft is None or not sft.skip_sampled_envs:
+            return envs
+        (rest,) = self.split_shards(
+            envs, 1, 1, "train", self.run_dir, label="split-warm-start", offset=config.sample.max_envs
+        )
+        return rest
+
     def eval_shards(self, config: PipelineConfig, data: FileRef, count: int, label: str) -> list[FileRef]:
         """Cut the evaluation split of `data` into `count` shards now."""
         unit = env_unit(config.eval.chunk_episodes, config.eval.trials)

@@ -110,6 +110,12 @@ def check_run(config: PipelineConfig) -> None:
             )
     elif ev.domain_dir is None or not ev.domain_dir.is_dir():
         problems.append(f"eval.domain_dir: {ev.domain_dir}: tau-bench needs a domain folder")
+    sft = config.train.local.sft
+    if sft is not None and sft.skip_sampled_envs and config.sample.max_envs is None:
+        problems.append(
+            "train.local.sft.skip_sampled_envs: sampling rolls out every train environment "
+            "(sample.max_envs is empty), so none would be left for the warm start"
+        )
     if problems:
         raise ValueError("the profile cannot make a full run:\n  " + "\n  ".join(problems))
 
@@ -157,7 +163,8 @@ def _run(run: RunTasks, config: PipelineConfig, plan: RunPlan) -> RunResult:
     model = base
     warm = warm_start_view(config)
     if warm is not None:
-        model = run.warm_start.submit(warm, built.train, base, run.run_dir, label=WARM_START)
+        envs = run.warm_start_envs(config, built.train)
+        model = run.warm_start.submit(warm, envs, base, run.run_dir, label=WARM_START)
         models[WARM_START] = model
         evaluations[WARM_START] = evaluate(model, WARM_START)
     for k in range(1, plan.iterations + 1):

@@ -66,21 +66,23 @@ def split_envs(
     *,
     split: str | None = None,
     limit: int | None = None,
+    offset: int = 0,
 ) -> list[tuple[Path, int]]:
-    """Write `shard-NNN.jsonl` files into `out_dir` (the rows of `split`, or all rows; the first `limit`
-    of them when given); return each file with its row count. Rows are validated on the way, so a bad
-    row fails here, naming its line."""
-    count = sum(1 for _ in _selected(source, split, limit))
+    """Write `shard-NNN.jsonl` files into `out_dir` (the rows of `split`, or all rows; of those, the
+    `limit` rows after the first `offset` when given); return each file with its row count. Rows are
+    validated on the way, so a bad row fails here, naming its line."""
+    count = sum(1 for _ in _selected(source, split, limit, offset))
     written = []
-    rows = _selected(source, split, limit)
+    rows = _selected(source, split, limit, offset)
     for index, bounds in enumerate(shard_ranges(count, shards, unit)):
         path = out_dir / f"shard-{index:03d}.jsonl"
         written.append((path, write_rows(path, (next(rows) for _ in bounds))))
     return written
 
 
-def _selected(source: Path, split: str | None, limit: int | None) -> Iterator[EnvRow]:
-    return islice((row for row in iter_rows(source, EnvRow) if split is None or row.split == split), limit)
+def _selected(source: Path, split: str | None, limit: int | None, offset: int = 0) -> Iterator[EnvRow]:
+    rows = (row for row in iter_rows(source, EnvRow) if split is None or row.split == split)
+    return islice(rows, offset, None if limit is None else offset + limit)
 
 
 def concat_files(parts: Sequence[Path], out: Path) -> int:

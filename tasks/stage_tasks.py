@@ -151,13 +151,14 @@ def split_shards(
     run_dir: Path,
     label: str,
     limit: int | None = None,
+    offset: int = 0,
 ) -> list[FileRef]:
-    """Cut an environment file (its first `limit` rows when given) into `shards` contiguous shards of
-    whole chunks (`tasks.shards`)."""
+    """Cut an environment file (its `limit` rows after the first `offset` when given) into `shards`
+    contiguous shards of whole chunks (`tasks.shards`)."""
     out = output_dir(run_dir, "shards", label)
     return [
         file_ref(path, "envs", rows=rows)
-        for path, rows in split_envs(envs.path, out, shards, unit, split=split, limit=limit)
+        for path, rows in split_envs(envs.path, out, shards, unit, split=split, limit=limit, offset=offset)
     ]
 
 

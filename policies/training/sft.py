@@ -95,6 +95,11 @@ class SFTConfig(TrainerRuntime):
         min_length=1,
         description="Warm-start only on train environments of these scenario types; empty: all types.",
     )
+    skip_sampled_envs: bool = Field(
+        False,
+        description="In a full run, leave out the train environments that RL samples (the first "
+        "sample.max_envs): RL then learns on questions the warm start never saw.",
+    )
 
     @field_validator("scenario_types")
     @classmethod

@@ -23,6 +23,7 @@ SHORTER = [
     "model.tiny_pretrain_steps=4",
     "build.count=24",
     "build.test_fraction=0.25",
+    "sample.max_envs=8",  # the rest of the train split is the warm start's
     "sample.max_turns=2",
     "sample.chunk_episodes=8",
     "generation.max_new_tokens=24",
@@ -45,6 +46,7 @@ STAGES = [
     "split-eval",
     "evaluate-base/shard-0",
     "evaluate-base",
+    "split-warm-start",
     "warm-start",
     "evaluate-warm-start/shard-0",
     "evaluate-warm-start",

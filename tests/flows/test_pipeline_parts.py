@@ -271,6 +271,31 @@ def test_split_then_concat_gives_back_the_selected_rows(tmp_path: Path) -> None:
     assert [row.env_id for row in iter_rows(joined, EnvRow)] == [r.env_id for r in rows if r.split == "train"]
 
 
+def test_sampled_and_warm_start_rows_partition_the_train_rows(tmp_path: Path) -> None:
+    """`sample.max_envs` takes the first train rows; `train.local.sft.skip_sampled_envs` the rest."""
+    rows = [
+        row.model_copy(update={"split": "test" if index % 3 == 0 else "train"})
+        for index, row in enumerate(numbered_variants(8))
+    ]
+    source = tmp_path / "envs.jsonl"
+    write_rows(source, rows)
+    train = [row.env_id for row in rows if row.split == "train"]  # rows 1, 2, 4, 5, 7
+
+    def ids(**window: int) -> list[str]:
+        (piece,) = split_envs(source, tmp_path / str(window), 1, 1, split="train", **window)
+        return [row.env_id for row in iter_rows(piece[0], EnvRow)]
+
+    assert ids(limit=2) == train[:2] and ids(offset=2) == train[2:]
+    assert ids(limit=2, offset=1) == train[1:3] and ids(offset=9) == []
+
+
+def test_a_warm_start_that_skips_the_sampled_envs_needs_a_sample_limit() -> None:
+    profile = ["train.backend=local", "train.local.sft.skip_sampled_envs=true"]
+    with pytest.raises(ValueError, match="sample.max_envs is empty"):
+        check_run(load_profile(None, profile))
+    check_run(load_profile(None, [*profile, "sample.max_envs=4"]))
+
+
 def test_a_bad_row_fails_the_split_naming_its_line(tmp_path: Path) -> None:
     source = tmp_path / "envs.jsonl"
     source.write_text('{"messages": []}\n', encoding="utf-8")
