@@ -71,6 +71,12 @@ class LocalTrainConfig(TrainerRuntime):
     per_device_batch_size: int = Field(8, ge=1, description="Completions per forward pass.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Forward passes per optimizer step.")
     max_steps: int = Field(20, ge=1, description="Optimizer steps.")
+    num_iterations: int = Field(
+        1,
+        ge=1,
+        description="Optimizer steps per generated batch (GRPO's μ): sampling dominates a step's cost "
+        "on a CPU, so reusing each batch for several clipped updates learns more per sample.",
+    )
     max_completion_length: int = Field(96, ge=1, description="Longest generated turn, in tokens.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature (the paper uses 1.0).")
     beta: float = Field(0.001, ge=0, description="KL coefficient to the starting model (paper: 0.001).")
@@ -210,6 +216,7 @@ def _grpo_trainer(
         per_device_train_batch_size=config.per_device_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         max_steps=config.max_steps,
+        num_iterations=config.num_iterations,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
         beta=config.beta,

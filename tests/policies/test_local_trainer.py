@@ -436,6 +436,24 @@ def test_three_grpo_steps_after_a_short_warm_start(
         )
 
 
+def test_each_sampled_batch_trains_num_iterations_steps(
+    tmp_path: Path, oracle_parquet: Path, tiny_compact_model_dir: Path
+) -> None:
+    config = LocalTrainConfig(**TINY_GRPO, max_steps=4, num_iterations=2, save_steps=4)
+    result = train_local(
+        config, model_path=tiny_compact_model_dir, train_parquet=oracle_parquet, output_dir=tmp_path / "run"
+    )
+    records = read_metrics(result.metrics_path)
+    # steps 1 and 3 sample (and score) a batch; steps 2 and 4 train on it again, sampling nothing
+    assert [(r["step"], r["reward_mean"] is not None) for r in records] == [
+        (1, True),
+        (2, False),
+        (3, True),
+        (4, False),
+    ]
+    assert all(r["loss"] is not None and r["kl"] is not None for r in records)
+
+
 def _train_in_subprocess(model: Path, parquet: Path, out: Path, config: dict) -> subprocess.Popen[str]:
     """`ftrl train --backend local`, the command a user runs, with `config` as train.local overrides."""
     overrides = [arg for key, value in config.items() for arg in ("--set", f"train.local.{key}={value}")]
