@@ -9,8 +9,10 @@ write the comparison report.
 
 The warm start (`train.local.sft`, local trainer only) is a stage of its own: it fine-tunes the
 base model on oracle trajectories of the build's train environments (`train.local.sft.scenario_types`
-can keep it to the simpler scenario types, leaving the others for RL to learn), and its model is
-evaluated as `warm-start` and is where iteration 1 starts. The train stages never run SFT
+can keep it to the simpler scenario types, leaving the others for RL to learn; with
+`train.local.sft.skip_sampled_envs` it leaves out the first `sample.max_envs`, which RL samples, so
+that RL does not train on questions the warm start has memorised), and its model is evaluated as
+`warm-start` and is where iteration 1 starts. The train stages never run SFT
 themselves (`train_view`). Without a warm start, iteration 1 starts from the base model. Iteration
 k samples with the model merged in iteration k−1, as the paper iterates. The report measures every
 change from the warm-started model when there is one (it isolates what RL added), else from the
