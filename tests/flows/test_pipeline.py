@@ -171,8 +171,9 @@ def test_full_run_completes_every_stage_and_writes_the_report(first_run: RunResu
         assert (first_run.report.path / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     comparison = json.loads((first_run.report.path / "comparison.json").read_text(encoding="utf-8"))
     assert comparison["runs"] == ["base", "warm-start", "iter-1", "iter-2"]
-    assert comparison["reference"] == "warm-start" and comparison["tasks"] == [6, 6, 6, 6]
-    assert first_run.envs.train.rows == 14 and first_run.envs.test.rows == 6
+    # 30% of each kind (scenario type × names an entity), rounded per kind: 7 of the 20 environments
+    assert comparison["reference"] == "warm-start" and comparison["tasks"] == [7, 7, 7, 7]
+    assert first_run.envs.train.rows == 13 and first_run.envs.test.rows == 7
 
 
 def test_the_warm_start_trains_on_the_chosen_scenario_types_of_the_build(first_run: RunResult) -> None:
