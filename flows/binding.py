@@ -216,8 +216,8 @@ class RunTasks:
         sft = config.train.local.sft
         if sft is None or not sft.skip_sampled_envs:
             return envs
-        (rest,) = self.split_shards(
-            envs, 1, 1, "train", self.run_dir, label="split-warm-start", offset=config.sample.max_envs
+        (rest,) = self.split_shards(  # the same rows, counted as `sample_shards` counts them
+            envs, 1, 1, None, self.run_dir, label="split-warm-start", offset=config.sample.max_envs
         )
         return rest
 

@@ -148,7 +148,15 @@ def env_report_table(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The environment build report (`BuildReport` as JSON) as rows: what, which value, how many."""
     rows: list[dict[str, Any]] = [
         {"count": name, "value": "", "environments": report[name]}
-        for name in ("requested", "attempted", "written", "train", "test", "duplicates_removed")
+        for name in (
+            "requested",
+            "attempted",
+            "written",
+            "train",
+            "test",
+            "left_out_for_test",
+            "duplicates_removed",
+        )
         if name in report
     ]
     for group in ("scenario_types", "domains", "scaling_operations", "tools_per_environment", "rejected"):

@@ -533,12 +533,20 @@ def test_reward_across_iterations_continues_the_step_axis(tmp_path: Path) -> Non
 
 
 def test_tables_for_the_ui() -> None:
-    report = {"requested": 5, "written": 4, "train": 3, "test": 1, "scenario_types": {"single-hop": 4}}
+    report = {
+        "requested": 5,
+        "written": 4,
+        "train": 3,
+        "test": 1,
+        "left_out_for_test": 1,
+        "scenario_types": {"single-hop": 4},
+    }
     assert env_report_table(report) == [
         {"count": "requested", "value": "", "environments": 5},
         {"count": "written", "value": "", "environments": 4},
         {"count": "train", "value": "", "environments": 3},
         {"count": "test", "value": "", "environments": 1},
+        {"count": "left_out_for_test", "value": "", "environments": 1},
         {"count": "scenario_types", "value": "single-hop", "environments": 4},
     ]
     assert eval_table({"base": summary("base", 1 / 3)}) == [
